@@ -1,0 +1,364 @@
+"""The durable spool: the only link between listeners and delivery.
+
+Layout of one node's spool directory:
+
+    tmp/            messages being received; never read by delivery
+    queue/ID.msg    an accepted message: envelope header + content, immutable
+    queue/ID.st     its delivery state (per-recipient status, attempts, hold),
+                    replaced atomically after every change; absent = fresh
+    notify.sock     datagram socket of the delivery process ("ID" = new mail)
+
+A message file is written to tmp/, fsynced, renamed into queue/ and the
+directory fsynced before the listener answers 250 (Writer.commit). Nothing is
+ever rewritten in place: the state file is replaced by rename. So a crash at
+any moment leaves either no message or a complete one; a complete one with a
+lost state update is delivered again (a duplicate), never lost.
+
+Message file format: b"TLSRELAY1 <n>\\n", then n octets of envelope JSON,
+then the message exactly as it will be sent (CRLF lines, unstuffed).
+
+This module never parses SMTP and never opens sockets except the one
+best-effort datagram to wake delivery.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import secrets
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+MAGIC = b"TLSRELAY1 "
+MSG_SUFFIX = ".msg"
+STATE_SUFFIX = ".st"
+
+# Recipient statuses, in Postfix's words where it has them.
+PENDING = "pending"  # never tried
+DEFERRED = "deferred"  # tried, temporary failure, will retry
+DELIVERED = "delivered"
+FAILED = "failed"  # permanent failure (a DSN is due unless NOTIFY says no)
+FINAL = frozenset({DELIVERED, FAILED})
+
+
+class SpoolFull(Exception):
+    """The spool cannot take the message now (disk full, quota, I/O error)."""
+
+
+class NoSuchMessage(KeyError):
+    """No message with that queue id is in the spool."""
+
+
+@dataclass
+class Recipient:
+    address: str
+    # RFC 3461 parameters as the client gave them, None when absent.
+    notify: str | None = None
+    orcpt: str | None = None
+
+
+@dataclass
+class Envelope:
+    sender: str  # "" is the null reverse-path
+    recipients: list[Recipient]
+    ret: str | None = None  # RFC 3461 RET=FULL|HDRS
+    envid: str | None = None
+    body: str = "7BIT"  # 7BIT or 8BITMIME
+    smtputf8: bool = False
+    client_ip: str = ""
+    client_helo: str = ""
+    tls: str = ""  # e.g. "TLSv1.3 TLS_AES_256_GCM_SHA384"
+    location: str = ""
+    arrived: float = 0.0
+    # Set for mail the relay wrote itself (DSNs, notices): never bounced back.
+    origin: str = "smtp"
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Envelope:
+        raw = json.loads(data)
+        raw["recipients"] = [Recipient(**r) for r in raw["recipients"]]
+        return cls(**raw)
+
+
+@dataclass
+class RecipientState:
+    status: str = PENDING
+    last_error: str = ""
+    # Set once the DSN for a failure (or delay) of this recipient is queued.
+    dsn_sent: bool = False
+    delivered_at: float = 0.0
+    relay: str = ""
+
+
+@dataclass
+class State:
+    attempts: int = 0
+    next_attempt: float = 0.0
+    held: bool = False
+    last_error: str = ""
+    recipients: list[RecipientState] = field(default_factory=list)
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> State:
+        raw = json.loads(data)
+        raw["recipients"] = [RecipientState(**r) for r in raw["recipients"]]
+        return cls(**raw)
+
+
+def new_queue_id() -> str:
+    """A unique, time-sortable id of 16 characters from [0-9A-Z]."""
+    micros = time.time_ns() // 1000
+    stamp = base64.b32hexencode(micros.to_bytes(7, "big")).decode()[:11]
+    return stamp + base64.b32hexencode(secrets.token_bytes(5)).decode()[:5]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _translate(exc: OSError) -> SpoolFull:
+    return SpoolFull(f"{errno.errorcode.get(exc.errno or 0, 'EIO')}: {exc.strerror}")
+
+
+class Writer:
+    """One message on its way into the spool; commit() makes it durable."""
+
+    def __init__(self, spool: Spool, envelope: Envelope, prefix: bytes) -> None:
+        self.spool = spool
+        self.queue_id = new_queue_id()
+        self.envelope = envelope
+        self.size = 0
+        self._tmp = spool.tmp_dir / (self.queue_id + MSG_SUFFIX)
+        self._fd = -1
+        try:
+            self._fd = os.open(
+                self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
+            )
+            head = envelope.to_json()
+            self._write(MAGIC + str(len(head)).encode() + b"\n" + head)
+            self.write(prefix)
+        except OSError as exc:
+            self.abort()
+            raise _translate(exc) from exc
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+
+    def write(self, data: bytes) -> None:
+        """Append message content; raises SpoolFull and leaves nothing behind."""
+        try:
+            self._write(data)
+        except OSError as exc:
+            self.abort()
+            raise _translate(exc) from exc
+        self.size += len(data)
+
+    def commit(self) -> str:
+        """fsync, move into the queue, fsync the directory; return the queue id.
+
+        Blocking: run it in a worker thread from an event loop.
+        """
+        final = self.spool.queue_dir / (self.queue_id + MSG_SUFFIX)
+        try:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+            os.rename(self._tmp, final)
+            _fsync_dir(self.spool.queue_dir)
+        except OSError as exc:
+            self.abort()
+            with contextlib.suppress(OSError):
+                os.unlink(final)
+            raise _translate(exc) from exc
+        return self.queue_id
+
+    def abort(self) -> None:
+        """Forget the message; safe to call more than once."""
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
+        with contextlib.suppress(OSError):
+            os.unlink(self._tmp)
+
+
+@dataclass
+class Entry:
+    """A queued message as delivery and the queue commands see it."""
+
+    queue_id: str
+    envelope: Envelope
+    state: State
+    size: int  # octets of content
+
+    @property
+    def queue_name(self) -> str:
+        if self.state.held:
+            return "hold"
+        return "deferred" if self.state.attempts else "active"
+
+
+class Spool:
+    def __init__(self, path: str | os.PathLike[str], min_free_bytes: int = 0) -> None:
+        self.path = Path(path)
+        self.tmp_dir = self.path / "tmp"
+        self.queue_dir = self.path / "queue"
+        self.notify_path = self.path / "notify.sock"
+        self.min_free_bytes = min_free_bytes
+
+    def create(self) -> Spool:
+        for d in (self.path, self.tmp_dir, self.queue_dir):
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return self
+
+    def clean_tmp(self) -> int:
+        """Remove leftovers of receptions cut short by a crash (start-up only)."""
+        removed = 0
+        for item in self.tmp_dir.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                item.unlink()
+                removed += 1
+        return removed
+
+    # -- intake -------------------------------------------------------------
+
+    def has_room(self, expected_size: int = 0) -> bool:
+        """False when the disk is too full to promise durability."""
+        try:
+            st = os.statvfs(self.path)
+        except OSError:
+            return False
+        free = st.f_bavail * st.f_frsize
+        return free >= self.min_free_bytes + expected_size
+
+    def writer(self, envelope: Envelope, prefix: bytes = b"") -> Writer:
+        """Start a message; PREFIX (the trace header) goes before the content."""
+        if not envelope.arrived:
+            envelope.arrived = time.time()
+        return Writer(self, envelope, prefix)
+
+    def enqueue(self, envelope: Envelope, content: bytes) -> str:
+        """Write a whole message at once (notices, DSNs); blocking."""
+        w = self.writer(envelope)
+        w.write(content)
+        queue_id = w.commit()
+        self.notify(queue_id)
+        return queue_id
+
+    def notify(self, queue_id: str) -> None:
+        """Wake the delivery process; it also rescans, so losing this is fine."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.setblocking(False)
+            with contextlib.suppress(OSError):
+                sock.sendto(queue_id.encode(), str(self.notify_path))
+
+    # -- reading ------------------------------------------------------------
+
+    def msg_path(self, queue_id: str) -> Path:
+        if not queue_id.isalnum():
+            raise NoSuchMessage(queue_id)
+        return self.queue_dir / (queue_id + MSG_SUFFIX)
+
+    def ids(self) -> list[str]:
+        """Queue ids in arrival order."""
+        names = (
+            n[: -len(MSG_SUFFIX)]
+            for n in os.listdir(self.queue_dir)
+            if n.endswith(MSG_SUFFIX)
+        )
+        return sorted(names)
+
+    def read_envelope(self, queue_id: str) -> tuple[Envelope, int, int]:
+        """(envelope, offset of content, content size)."""
+        try:
+            with open(self.msg_path(queue_id), "rb") as f:
+                first = f.readline(64)
+                if not first.startswith(MAGIC):
+                    raise ValueError(f"{queue_id}: not a tlsrelay spool file")
+                n = int(first[len(MAGIC) :])
+                head = f.read(n)
+                total = os.fstat(f.fileno()).st_size
+        except FileNotFoundError:
+            raise NoSuchMessage(queue_id) from None
+        offset = len(first) + n
+        return Envelope.from_json(head), offset, total - offset
+
+    def read_content(self, queue_id: str) -> bytes:
+        _, offset, _ = self.read_envelope(queue_id)
+        with open(self.msg_path(queue_id), "rb") as f:
+            f.seek(offset)
+            return f.read()
+
+    def read_state(self, queue_id: str, envelope: Envelope) -> State:
+        path = self.queue_dir / (queue_id + STATE_SUFFIX)
+        try:
+            return State.from_json(path.read_bytes())
+        except FileNotFoundError:
+            return State(recipients=[RecipientState() for _ in envelope.recipients])
+
+    def entry(self, queue_id: str) -> Entry:
+        envelope, _, size = self.read_envelope(queue_id)
+        return Entry(queue_id, envelope, self.read_state(queue_id, envelope), size)
+
+    def entries(self) -> Iterator[Entry]:
+        for queue_id in self.ids():
+            with contextlib.suppress(NoSuchMessage):
+                yield self.entry(queue_id)
+
+    # -- changes ------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def locked(self, queue_id: str) -> Iterator[None]:
+        """Exclusive lock on one message, between delivery and queue commands."""
+        try:
+            fd = os.open(self.msg_path(queue_id), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise NoSuchMessage(queue_id) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def write_state(self, queue_id: str, state: State) -> None:
+        """Replace the state file atomically and durably."""
+        final = self.queue_dir / (queue_id + STATE_SUFFIX)
+        tmp = self.tmp_dir / (queue_id + STATE_SUFFIX)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, state.to_json())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, final)
+        _fsync_dir(self.queue_dir)
+
+    def remove(self, queue_id: str) -> None:
+        """Drop a message whose recipients are all final (or that was deleted)."""
+        msg = self.msg_path(queue_id)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.queue_dir / (queue_id + STATE_SUFFIX))
+        try:
+            os.unlink(msg)
+        except FileNotFoundError:
+            raise NoSuchMessage(queue_id) from None
+        _fsync_dir(self.queue_dir)
