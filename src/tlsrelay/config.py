@@ -281,7 +281,7 @@ def _check(s: Settings) -> None:
             ipaddress.ip_address(host)
         except ValueError:
             raise ConfigError(
-                f"{where}: delivery.dns must be \"system\" or IP:PORT, "
+                f'{where}: delivery.dns must be "system" or IP:PORT, '
                 f"not {s.delivery.dns!r}"
             ) from None
     if s.delivery.minimal_backoff_s > s.delivery.maximal_backoff_s:
