@@ -188,6 +188,10 @@ def _build(cls: type, section: str, table: dict[str, Any], path: Path) -> Any:
         if key not in known:
             raise ConfigError(f"{path}: unknown key {section}.{key}")
         values[key] = _coerce(value, known[key], f"{section}.{key}", path)
+    for name, fld in known.items():
+        # Default paths, like written ones, are relative to the config file.
+        if fld.type == "Path" and name not in values:
+            values[name] = (path.parent / fld.default).resolve()
     return cls(**values)
 
 
