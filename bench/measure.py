@@ -1,0 +1,110 @@
+"""What one benchmark run measures, besides what smtpload reports itself.
+
+- Machine CPU: busy time of all cores from /proc/stat. Postfix forks
+  short-lived helpers, so the server's CPU is the machine's busy time during
+  the run less the load generator's own (its `client_cpu_s`) and less this
+  sampler's; the same rule applies to both servers. The sink's CPU is in it,
+  alike for both.
+- Memory of the server's process tree, sampled every SAMPLE_S: RSS summed
+  (shared pages counted in every process, as smtpload does) and PSS (shared
+  pages split between the processes that map them: the fair number for
+  Postfix's many processes).
+- Probes over time: the server's queue length and the sink's count.
+
+This module reads /proc and runs the load generator; it never sends traffic
+itself and never signals a process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from servers import descendants
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+SAMPLE_S = 0.5
+SMTPLOAD = Path(__file__).resolve().parent.parent.parent / "shared/bench/smtpload.py"
+
+
+def machine_busy_s() -> float:
+    """CPU seconds all cores spent busy since boot (idle and iowait excluded)."""
+    with open("/proc/stat") as f:
+        ticks = [int(v) for v in f.readline().split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = ticks[:8]
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+def tree_pids(pid: int) -> list[int]:
+    return [pid, *descendants(pid)] if pid else []
+
+
+def tree_memory_kib(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) in KiB summed over PID and its live descendants."""
+    rss = pss = 0
+    for p in tree_pids(pid):
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Rss:"):
+                        rss += int(line.split()[1])
+                    elif line.startswith("Pss:"):
+                        pss += int(line.split()[1])
+        except OSError:
+            continue
+    return rss, pss
+
+
+class Sampler(threading.Thread):
+    """Samples memory and probes in the background until `stop()`."""
+
+    def __init__(self, pid: int, probes: dict[str, Callable[[], int]]) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.probes = probes
+        self.t0 = time.monotonic()
+        self.series: list[dict[str, float]] = []
+        self.peak_rss_kib = self.peak_pss_kib = 0
+        self.cpu_s = 0.0
+        self._stop_event = threading.Event()
+
+    def sample(self) -> dict[str, float]:
+        rss, pss = tree_memory_kib(self.pid)
+        self.peak_rss_kib = max(self.peak_rss_kib, rss)
+        self.peak_pss_kib = max(self.peak_pss_kib, pss)
+        point = {"t": round(time.monotonic() - self.t0, 2), "rss": rss, "pss": pss}
+        point.update({name: probe() for name, probe in self.probes.items()})
+        self.series.append(point)
+        return point
+
+    def run(self) -> None:
+        while not self._stop_event.wait(SAMPLE_S):
+            self.sample()
+        self.cpu_s = time.thread_time()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(10)
+
+
+def run_load(args: list[str], timeout_s: float) -> dict:
+    """Run smtpload with ARGS; its JSON summary plus its exit status."""
+    done = subprocess.run(
+        [sys.executable, str(SMTPLOAD), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        stdin=subprocess.DEVNULL,
+    )
+    lines = done.stdout.strip().splitlines()
+    if not lines:
+        raise RuntimeError(f"smtpload printed nothing: {done.stderr[-2000:]}")
+    result = json.loads(lines[-1])
+    result["exit_status"] = done.returncode
+    return result
