@@ -1,0 +1,121 @@
+"""`tlsrelay -c FILE serve`: run the relay in the foreground.
+
+Checks what would otherwise fail later and quietly (the certificate, the
+listen addresses), brings the store and the spool up to date, then hands
+over to the supervisor (relay/supervisor.py), which runs the listener
+workers, the delivery process and the control process until SIGTERM or
+Ctrl-C. It refuses to start without a usable certificate: a relay that
+cannot offer STARTTLS must not listen at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import importlib
+import logging
+import os
+import socket
+
+from tlsrelay import config
+from tlsrelay.cli.common import settings as load_settings
+from tlsrelay.cli.main import CommandError
+from tlsrelay.relay import supervisor
+from tlsrelay.relay.spool import Spool
+from tlsrelay.relay.tlsio import CertificateStore, TlsConfigError
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("serve", help="run the relay in the foreground")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    verbose = args.verbose
+    logging.getLogger().setLevel(logging.DEBUG if verbose else logging.INFO)
+    settings = load_settings(args)
+
+    try:
+        CertificateStore(settings.tls.cert, settings.tls.key)
+    except TlsConfigError as exc:
+        log.error("cannot start: %s", exc)
+        raise CommandError(f"cannot start without TLS: {exc}") from None
+    for kind, address in listen_addresses(settings):
+        check_free(kind, address)
+
+    upgrade_store(settings)
+    spool = Spool(settings.spool.path).create()
+    removed = spool.clean_tmp()
+    if removed:
+        log.info("removed %d unfinished receptions from %s", removed, spool.tmp_dir)
+
+    workers = settings.listen.workers or os.cpu_count() or 1
+    sup = supervisor.Supervisor(
+        settings.path, workers, log_level="DEBUG" if verbose else "INFO"
+    )
+    try:
+        sup.start()
+    except supervisor.StartError as exc:
+        raise CommandError(f"cannot start: {exc}") from None
+    print_banner(settings, workers)
+    return sup.run()
+
+
+def listen_addresses(settings: config.Settings) -> list[tuple[str, str]]:
+    return [("submission", a) for a in settings.listen.submission] + [
+        ("smtps", a) for a in settings.listen.smtps
+    ]
+
+
+def check_free(kind: str, address: str) -> None:
+    """Fail clearly if another program (or another relay) holds ADDRESS."""
+    host, port = config.parse_hostport(address)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise CommandError(
+                    f"cannot listen on {address} ({kind}): already in use"
+                ) from None
+            raise CommandError(
+                f"cannot listen on {address} ({kind}): {exc.strerror}"
+            ) from None
+
+
+def upgrade_store(settings: config.Settings) -> None:
+    """Create or migrate the control store when the control plane is installed."""
+    try:
+        db = importlib.import_module("tlsrelay.control.db")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("tlsrelay.control.db", "tlsrelay.control"):
+            raise
+        log.warning("control plane not installed; store not checked")
+        return
+    db.upgrade(settings)
+
+
+def print_banner(settings: config.Settings, workers: int) -> None:
+    lines = [f"tlsrelay {settings.node.name} ({settings.node.hostname}) is running"]
+    for address in settings.listen.submission:
+        lines.append(f"  submission  {address}  (STARTTLS required)")
+    for address in settings.listen.smtps:
+        lines.append(f"  smtps       {address}  (implicit TLS)")
+    if settings.portal.listen:
+        lines.append(f"  portal      http://{settings.portal.listen}/")
+    lines.append(f"  {workers} listener worker(s), spool {settings.spool.path}")
+    location = settings.node.location.upper()
+    lines.append(
+        f"Allow a client: tlsrelay -c {settings.path} allow add {location} 127.0.0.1"
+    )
+    if settings.listen.submission:
+        host, port = config.parse_hostport(settings.listen.submission[0])
+        lines.append(
+            f"Send a message: swaks --server {host}:{port} -tls "
+            "--from you@example.com --to someone@example.net"
+        )
+    print("\n".join(lines), flush=True)
