@@ -86,6 +86,8 @@ class DeliverySettings:
     maximal_backoff_s: float = 4000.0
     connect_timeout_s: float = 30.0
     command_timeout_s: float = 300.0
+    # Port of mail servers found by MX lookup (tests point it at loopback).
+    smtp_port: int = 25
     # Bounce address for DSNs the relay writes itself (From: header).
     postmaster: str = ""
 
