@@ -189,6 +189,7 @@ class PostfixInstance:
     params: dict[str, str] = field(default_factory=dict)
     listen: str | None = None  # "127.0.0.1:PORT" for an smtpd inet listener
     listen_options: dict[str, str] = field(default_factory=dict)
+    extra_master: str = ""  # more master.cf services, e.g. a second smtp transport
     started: bool = False
     master_pid: int | None = None
     home: Path | None = None  # the real directory while running (see reachable_dir)
@@ -264,7 +265,8 @@ class PostfixInstance:
             lines.append(f"{self.listen} inet n - n - - smtpd")
             for key, value in self.listen_options.items():
                 lines.append(f"  -o {key}={value}")
-        return "\n".join(lines) + ("\n" if lines else "") + _MASTER_SERVICES
+        head = "\n".join(lines) + ("\n" if lines else "")
+        return head + _MASTER_SERVICES + self.extra_master
 
     def write_config(self) -> None:
         self.home = home = reachable_dir(self.root, self.name)
@@ -394,6 +396,7 @@ def customer(
     name: str = "customer",
     listen: bool = False,
     params: Mapping[str, str] | None = None,
+    extra_master: str = "",
 ) -> PostfixInstance:
     """A customer's MTA that relays all mail through tlsrelay over TLS."""
     cf = {
@@ -408,6 +411,7 @@ def customer(
         name,
         cf,
         listen=f"127.0.0.1:{free_port()}" if listen else None,
+        extra_master=extra_master,
     )
 
 
