@@ -26,9 +26,19 @@ from tlsrelay.relay.tlsio import CertificateStore, TlsConfigError
 
 log = logging.getLogger(__name__)
 
+# Processes besides the workers, by the name `--without` takes.
+OPTIONAL = {"delivery": supervisor.DELIVERY, "control": supervisor.CONTROL}
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("serve", help="run the relay in the foreground")
+    parser.add_argument(
+        "--without",
+        action="append",
+        default=[],
+        choices=sorted(OPTIONAL),
+        help="do not run this process here (repeatable)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -52,8 +62,9 @@ def run(args: argparse.Namespace) -> int:
         log.info("removed %d unfinished receptions from %s", removed, spool.tmp_dir)
 
     workers = settings.listen.workers or os.cpu_count() or 1
+    modules = [m for name, m in OPTIONAL.items() if name not in args.without]
     sup = supervisor.Supervisor(
-        settings.path, workers, log_level="DEBUG" if verbose else "INFO"
+        settings.path, workers, "DEBUG" if verbose else "INFO", modules
     )
     try:
         sup.start()

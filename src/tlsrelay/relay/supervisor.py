@@ -39,7 +39,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,6 @@ class Child:
     started_at: float = 0.0
     failures: int = 0
     restart_at: float | None = None
-    extra_args: list[str] = field(default_factory=list)
 
     @property
     def is_worker(self) -> bool:
@@ -118,7 +117,8 @@ class Supervisor:
 
     def _spawn(self, child: Child, ready_fd: int | None = None) -> None:
         argv = [sys.executable, "-m", child.module, "-c", str(self.config_path)]
-        argv += ["--log-level", self.log_level, *child.extra_args]
+        if child.is_worker:
+            argv += ["--log-level", self.log_level]
         pass_fds: tuple[int, ...] = ()
         if ready_fd is not None:
             argv += ["--ready-fd", str(ready_fd)]
