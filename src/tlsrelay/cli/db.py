@@ -15,7 +15,7 @@ from tlsrelay import config
 from tlsrelay.cli import common
 from tlsrelay.cli.main import CommandError
 from tlsrelay.control import db
-from tlsrelay.control.errors import ControlError, StoreUnavailable
+from tlsrelay.control.errors import ControlError, Invalid, StoreUnavailable
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,6 +30,11 @@ def guarded() -> Iterator[None]:
     """Control-plane refusals exit 1, an unreachable store exits 3."""
     try:
         yield
+    except Invalid as exc:
+        if len(exc.problems) == 1:
+            raise CommandError(exc.problems[0]) from None
+        lines = "\n  ".join(exc.problems)
+        raise CommandError(f"refused:\n  {lines}") from None
     except ControlError as exc:
         raise CommandError(str(exc)) from None
     except StoreUnavailable as exc:

@@ -18,15 +18,25 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from tlsrelay import config
 from tlsrelay.control import db, lists
 from tlsrelay.control.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns
 
 
 class Publisher:
@@ -36,6 +46,9 @@ class Publisher:
         self.settings = settings
         self.poll_interval_s = poll_interval_s
         self.published_version: int | None = None
+        # What the file looked like after our write; another writer (the CLI)
+        # changing it makes us publish again, so an older write cannot stick.
+        self.published_stamp: tuple[int, int] | None = None
         self.ready = False
         self.outage = False
         self.stop_event = threading.Event()
@@ -49,7 +62,9 @@ class Publisher:
             with db.transaction(self.settings) as session:
                 version = db.read_version(session)
                 path = lists.snapshot_path(self.settings, self.settings.node.location)
-                if version == self.published_version and path.exists():
+                if version == self.published_version and _stamp(path) == (
+                    self.published_stamp
+                ):
                     self._recovered()
                     return False
                 data = lists.snapshot(session, self.settings.node.location)
@@ -60,11 +75,12 @@ class Publisher:
             return False
         self._recovered()
         try:
-            lists.publish(self.settings, data)
+            path = lists.publish(self.settings, data)
         except OSError as exc:
             log.error("cannot write the snapshot: %s", exc)
             return False
         self.published_version = data.version
+        self.published_stamp = _stamp(path)
         return True
 
     def _recovered(self) -> None:

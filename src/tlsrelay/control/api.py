@@ -1,0 +1,248 @@
+"""The HTTP API under /api: enablement requests, locations, lists.
+
+Bearer tokens (`tlsrelay user add` prints one). The rules, checked in this
+order: no or unknown token is 401; a customer calling a staff action is 403;
+an object of another customer is 404, as if it did not exist; a decision the
+request's status forbids is 409; refused input is 422 with one message per
+fault in FastAPI's validation-error shape. The OpenAPI document is served at
+/api/openapi.json.
+
+Handlers are plain functions run in the thread pool; each opens one store
+transaction. Tokens are never logged.
+"""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+from tlsrelay import config
+from tlsrelay.control import accounts, db, enablement, lists
+from tlsrelay.control.errors import (
+    Conflict,
+    ControlError,
+    Forbidden,
+    Invalid,
+    NotFound,
+    StoreUnavailable,
+)
+
+_bearer = HTTPBearer(auto_error=False, description="API token from `tlsrelay user add`")
+
+_TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"  # no control characters but TAB/LF/CR
+
+
+class RequestIn(BaseModel):
+    location: str = Field(pattern=r"^[A-Za-z0-9_-]{1,16}$", examples=["LON"])
+    server_ip: str = Field(
+        max_length=64, pattern=r"^[0-9A-Fa-f:.]+$", examples=["198.51.100.7"]
+    )
+    ips: list[Annotated[str, Field(max_length=64, pattern=r"^[0-9A-Fa-f:./]+$")]] = (
+        Field(default_factory=list, max_length=256)
+    )
+    relay_host: str | None = Field(
+        default=None,
+        max_length=300,
+        pattern=r"^[A-Za-z0-9.:\[\]-]*$",
+        examples=["lon-tls.relay.example:587"],
+    )
+    note: str = Field(default="", max_length=4000, pattern=_TEXT)
+    customer: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$",
+        description="staff only: the customer the request is for",
+    )
+
+
+class RequestOut(BaseModel):
+    id: int
+    status: str
+    customer: str | None
+    location: str
+    relay_host: str
+    server_ip: str | None
+    ips: list[str]
+    note: str
+    reason: str
+    submitted_by: str
+    submitted_at: str
+    decided_by: str | None
+    decided_at: str | None
+
+
+class ReasonIn(BaseModel):
+    reason: str = Field(default="", max_length=4000, pattern=_TEXT)
+
+
+class LocationOut(BaseModel):
+    code: str
+    relay_host: str
+    port: int
+
+
+class ListEntryOut(BaseModel):
+    location: str
+    network: str
+    added_by: str
+    added_at: str
+    request_id: int | None
+
+
+class ErrorOut(BaseModel):
+    detail: str
+
+
+def _errors(*codes: int) -> dict:
+    text = {
+        401: "no or unknown API token",
+        403: "staff only",
+        404: "no such object for this user",
+        409: "the request's status forbids this",
+        503: "the store is unavailable",
+    }
+    return {c: {"model": ErrorOut, "description": text[c]} for c in codes}
+
+
+RequestId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+LocationCode = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,16}$")]
+
+
+def make_router(settings: config.Settings) -> APIRouter:
+    router = APIRouter(prefix="/api", responses=_errors(401, 503))
+
+    def actor(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> accounts.Actor:
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise Unauthorized()
+        with db.transaction(settings) as session:
+            found = accounts.authenticate_token(session, credentials.credentials)
+        if found is None:
+            raise Unauthorized()
+        return found
+
+    Actor = Annotated[accounts.Actor, Depends(actor)]
+
+    @router.get("/requests", response_model=list[RequestOut])
+    def list_requests(
+        who: Actor,
+        status: Annotated[
+            str | None, Query(pattern="^(pending|approved|rejected|revoked)$")
+        ] = None,
+    ):
+        with db.transaction(settings) as session:
+            return [
+                enablement.request_json(session, r)
+                for r in enablement.visible(session, who, status)
+            ]
+
+    @router.post(
+        "/requests",
+        status_code=201,
+        response_model=RequestOut,
+        responses=_errors(404),
+    )
+    def submit_request(who: Actor, body: RequestIn):
+        sub = enablement.Submission(**body.model_dump())
+        return enablement.submit_and_notify(settings, who, sub)
+
+    @router.get(
+        "/requests/{request_id}", response_model=RequestOut, responses=_errors(404)
+    )
+    def show_request(who: Actor, request_id: RequestId):
+        with db.transaction(settings) as session:
+            return enablement.request_json(
+                session, enablement.get(session, who, request_id)
+            )
+
+    decision = _errors(403, 404, 409)
+
+    @router.post(
+        "/requests/{request_id}/approve", response_model=RequestOut, responses=decision
+    )
+    def approve_request(who: Actor, request_id: RequestId):
+        return enablement.decide_and_notify(settings, who, "approve", request_id)
+
+    @router.post(
+        "/requests/{request_id}/reject", response_model=RequestOut, responses=decision
+    )
+    def reject_request(who: Actor, request_id: RequestId, body: ReasonIn):
+        return enablement.decide_and_notify(
+            settings, who, "reject", request_id, body.reason
+        )
+
+    @router.post(
+        "/requests/{request_id}/revoke", response_model=RequestOut, responses=decision
+    )
+    def revoke_request(who: Actor, request_id: RequestId, body: ReasonIn | None = None):
+        reason = body.reason if body else ""
+        return enablement.decide_and_notify(settings, who, "revoke", request_id, reason)
+
+    @router.get("/locations", response_model=list[LocationOut])
+    def list_locations(who: Actor):
+        with db.transaction(settings) as session:
+            return [
+                {
+                    "code": loc.code,
+                    "relay_host": loc.relay_host,
+                    "port": settings.control.submission_port,
+                }
+                for loc in session.scalars(
+                    db.select(db.Location).order_by(db.Location.code)
+                )
+            ]
+
+    @router.get(
+        "/locations/{code}/list",
+        response_model=list[ListEntryOut],
+        responses=_errors(403, 404),
+    )
+    def location_list(who: Actor, code: LocationCode):
+        if not who.is_staff:
+            raise Forbidden("only staff may read the filtering lists")
+        with db.transaction(settings) as session:
+            return [lists.entry_json(e) for e in lists.entries(session, code)]
+
+    return router
+
+
+class Unauthorized(Exception):
+    """No token, or one the store does not know."""
+
+
+_STATUS = ((Invalid, 422), (NotFound, 404), (Forbidden, 403), (Conflict, 409))
+
+
+def error_response(exc: Exception) -> JSONResponse:
+    """The JSON answer for a control-plane error raised inside /api."""
+    if isinstance(exc, Unauthorized):
+        return JSONResponse(
+            {"detail": "a valid API token is needed (Authorization: Bearer TOKEN)"},
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if isinstance(exc, StoreUnavailable):
+        return JSONResponse({"detail": "the store is unavailable; retry"}, 503)
+    if isinstance(exc, Invalid):
+        return JSONResponse(
+            {
+                "detail": [
+                    {"loc": ["body"], "msg": p, "type": "value_error"}
+                    for p in exc.problems
+                ]
+            },
+            status_code=422,
+        )
+    for cls, status in _STATUS:
+        if isinstance(exc, cls):
+            return JSONResponse({"detail": str(exc)}, status_code=status)
+    raise exc
+
+
+async def handle(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(exc)
+
+
+HANDLED = (Unauthorized, StoreUnavailable, ControlError)
