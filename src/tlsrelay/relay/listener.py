@@ -239,9 +239,7 @@ class Session(asyncio.Protocol):
             return
         if self.first_data:
             self.first_data = False
-            if data[:6] == proxyproto.V1_PREFIX or data[:12] == (
-                proxyproto.V2_SIGNATURE
-            ):
+            if len(data) >= 5 and proxyproto.looks_like_header(data):
                 self._protocol_error("proxy-header-not-allowed")
                 return
         self._receive(data)

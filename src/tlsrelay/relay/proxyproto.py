@@ -47,8 +47,11 @@ class ProxiedPeer:
 
 def looks_like_header(data: bytes) -> bool:
     """True when DATA starts (or could start) a PROXY header of either version."""
-    n = min(len(data), len(V2_SIGNATURE))
-    return data[:n] == V1_PREFIX[:n] or data[:n] == V2_SIGNATURE[:n]
+    if not data:
+        return False
+    return any(
+        data[: len(sig)] == sig[: len(data)] for sig in (V1_PREFIX, V2_SIGNATURE)
+    )
 
 
 def parse(data: bytes) -> tuple[ProxiedPeer | None, int] | None:

@@ -68,8 +68,7 @@ def received(
     lines.append(f"by {info.hostname} (tlsrelay) with {protocol(info)} id {queue_id}")
     when = formatdate(time.time() if now is None else now, localtime=True)
     if len(recipients) == 1:
-        lines.append(f"for <{clean(recipients[0])}>; {when}")
-    else:
-        lines[-1] += ";"
-        lines.append(when)
+        lines.append(f"for <{clean(recipients[0])}>")
+    lines[-1] += ";"
+    lines.append(when)
     return ("\r\n\t".join(lines) + "\r\n").encode("utf-8")
