@@ -29,8 +29,6 @@ PEERS = REPO.parent / "shared" / "bench" / "peers"
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 20.0
-# Above the 2,000 idle sessions of scenario 4, plus room for Postfix's helpers.
-POSTFIX_PROCESS_LIMIT = 2100
 
 
 def free_port() -> int:
@@ -175,8 +173,11 @@ class Postfix:
     name = "postfix"
     QUEUES = ("maildrop", "incoming", "active", "deferred", "hold")
 
-    def __init__(self, directory: Path, cert: Certificate, sink_port: int) -> None:
+    def __init__(
+        self, directory: Path, cert: Certificate, sink_port: int, process_limit: int
+    ) -> None:
         self.dir = directory
+        self.process_limit = process_limit
         self.etc = directory / "etc"
         self.cert = cert
         self.sink_port = sink_port
@@ -195,7 +196,7 @@ class Postfix:
         main = _substitute((PEERS / "postfix-main.cf").read_text(), values)
         main += (
             "\n# bench/servers.py\nin_flow_delay = 0\n"
-            f"default_process_limit = {POSTFIX_PROCESS_LIMIT}\n"
+            f"default_process_limit = {self.process_limit}\n"
         )
         master = _substitute((PEERS / "postfix-master.cf").read_text(), values)
         (self.etc / "main.cf").write_text(main)
