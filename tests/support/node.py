@@ -262,13 +262,40 @@ class Node:
             setattr(ctx, attr, value)
         return ctx
 
-    def connect(self, port: int | None = None) -> SmtpWire:
-        return SmtpWire.connect(self.host, port or self.submission_port)
+    def connect(self, port: int | None = None, source: str = "") -> SmtpWire:
+        return SmtpWire.connect(self.host, port or self.submission_port, source)
 
-    def connect_tls(self, ctx: ssl.SSLContext | None = None) -> SmtpWire:
-        wire = SmtpWire.connect(self.host, self.smtps_port)
+    def connect_tls(
+        self, ctx: ssl.SSLContext | None = None, source: str = ""
+    ) -> SmtpWire:
+        wire = SmtpWire.connect(self.host, self.smtps_port, source)
         wire.wrap(ctx or self.client_context(), self.hostname)
         return wire
+
+    def open_session(self, source: str = "", helo: str = "client.example") -> SmtpWire:
+        """The preamble on the submission port: 220, EHLO, STARTTLS, EHLO."""
+        wire = self.connect(source=source)
+        try:
+            wire.expect(220)
+            wire.command(f"EHLO {helo}", 250)
+            wire.starttls(self.client_context(), self.hostname)
+            wire.command(f"EHLO {helo}", 250)
+        except BaseException:
+            wire.close()
+            raise
+        return wire
+
+    # -- spool -------------------------------------------------------------
+
+    def queued(self) -> list[str]:
+        """Queue ids of the messages in the spool."""
+        queue = self.spool_path / "queue"
+        return sorted(p.stem for p in queue.glob("*.msg")) if queue.exists() else []
+
+    def leftovers(self) -> list[str]:
+        """Files in the spool's tmp/ (unfinished receptions)."""
+        tmp = self.spool_path / "tmp"
+        return sorted(p.name for p in tmp.iterdir()) if tmp.exists() else []
 
     def ports_free(self) -> bool:
         return all(_port_free(p) for p in (self.submission_port, self.smtps_port))
@@ -296,8 +323,16 @@ class SmtpWire:
         self.buffer = b""
 
     @classmethod
-    def connect(cls, host: str, port: int, timeout_s: float = 10.0) -> SmtpWire:
-        return cls(socket.create_connection((host, port), timeout=timeout_s))
+    def connect(
+        cls, host: str, port: int, source: str = "", timeout_s: float = 10.0
+    ) -> SmtpWire:
+        """Connect, from SOURCE (another loopback address, say) when given."""
+        address = (source, 0) if source else None
+        return cls(
+            socket.create_connection(
+                (host, port), timeout=timeout_s, source_address=address
+            )
+        )
 
     def __enter__(self) -> SmtpWire:
         return self
