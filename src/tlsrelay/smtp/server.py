@@ -383,8 +383,6 @@ class ServerConnection:
             return
         if self.errors >= self.config.max_errors:
             self._close("too-many-errors", replies.TOO_MANY_ERRORS)
-        elif self._junk > self.config.max_junk_commands:
-            self._close("too-many-commands", replies.TOO_MANY_COMMANDS)
 
     def _close(self, reason: str, reply: Reply | None = None) -> None:
         if reply is not None:
@@ -587,6 +585,9 @@ class ServerConnection:
             return
         if command.junk:
             self._junk += 1
+            if self._junk > self.config.max_junk_commands:
+                self._close("too-many-commands", replies.TOO_MANY_COMMANDS)
+                return
         if self.config.require_tls and not self.tls_active and not command.before_tls:
             self._refuse(command.verb, arg, replies.NOT_TLS)
             return
