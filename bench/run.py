@@ -35,9 +35,14 @@ from servers import Certificate, Postfix, Sink, Tlsrelay, make_certificate
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _tlsrelay(loop: str | None):
+def _tlsrelay(hide_uvloop: bool):
+    """A tlsrelay node; with HIDE_UVLOOP, its processes cannot import uvloop and
+    run asyncio's default loop (the node picks uvloop whenever it imports)."""
+    shim = Path(__file__).resolve().parent / "shims" / "no_uvloop"
+    path = os.pathsep.join(filter(None, [str(shim), os.environ.get("PYTHONPATH")]))
+    env = {"PYTHONPATH": path} if hide_uvloop else {}
+
     def make(root: Path, cert: Certificate, sink_port: int, scn) -> Tlsrelay:
-        env = {"TLSRELAY_EVENT_LOOP": loop} if loop else {}
         return Tlsrelay(root, cert, sink_port, env=env)
 
     return make
@@ -53,9 +58,8 @@ SERVERS = {
     "postfix": lambda root, cert, sink_port, scn: Postfix(
         root, cert, sink_port, process_limit=POSTFIX_LIMITS[scn.kind]
     ),
-    "tlsrelay": _tlsrelay(None),
-    "tlsrelay-uvloop": _tlsrelay("uvloop"),
-    "tlsrelay-asyncio": _tlsrelay("asyncio"),
+    "tlsrelay": _tlsrelay(hide_uvloop=False),
+    "tlsrelay-asyncio": _tlsrelay(hide_uvloop=True),
 }
 
 

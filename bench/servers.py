@@ -320,11 +320,19 @@ class Tlsrelay:
             )
         )
 
-    def _allow_loopback(self) -> None:
-        """Publish the filtering-list snapshot that lets 127.0.0.0/8 relay."""
+    def _allow_loopback(self, exe: Path) -> None:
+        """Let 127.0.0.0/8 relay: on the filtering list in the store (the
+        control process republishes the snapshot from it) and in the
+        snapshot itself, so the first session does not race the publisher."""
         from tlsrelay import config
         from tlsrelay.relay import access
 
+        subprocess.run(
+            [str(exe), "-c", str(self.config), "allow", "add", "LON", "127.0.0.0/8"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
         settings = config.load(self.config)
         path = settings.snapshot_path(settings.node.location)
         access.publish(path, settings.node.location, ["127.0.0.0/8"], [], 1)
@@ -332,8 +340,8 @@ class Tlsrelay:
     def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._write_config()
-        self._allow_loopback()
         exe = Path(sys.executable).with_name("tlsrelay")
+        self._allow_loopback(exe)
         with open(self.dir / "serve.log", "wb") as log:
             self.proc = subprocess.Popen(
                 [str(exe), "-c", str(self.config), "serve"],
