@@ -93,3 +93,27 @@ def _toml(value) -> str:
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def seed_accounts(settings, passwords: tuple[str, ...] = ()) -> dict:
+    """Customers A and B, one user each, a staff user, and their API tokens.
+
+    Returns {"alice": token, "bob": token, "carol": token} (alice is customer
+    A's, bob customer B's, carol is staff). Users named in PASSWORDS get the
+    password "<name>-password" (argon2 is slow on purpose, so only on demand).
+    """
+    from tlsrelay.control import accounts
+
+    tokens = {}
+    with db.transaction(settings) as session:
+        accounts.add_customer(session, "acme", "ops@acme.test")
+        accounts.add_customer(session, "bravo", "ops@bravo.test")
+        for name, role, customer in (
+            ("alice", "customer", "acme"),
+            ("bob", "customer", "bravo"),
+            ("carol", "staff", None),
+        ):
+            _, tokens[name] = accounts.add_user(session, name, role, customer)
+            if name in passwords:
+                accounts.set_password(session, name, f"{name}-password")
+    return tokens
