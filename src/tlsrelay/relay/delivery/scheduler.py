@@ -1,0 +1,479 @@
+"""The delivery scheduler: from spool entries to per-recipient results.
+
+How it works. `start_due()` reads the spool and starts one attempt task per
+due message (not held, next_attempt reached, not already running). An
+attempt groups the message's open recipients by domain and hands each group
+to that domain's queue as a job. A domain has up to
+concurrency_per_destination workers (max_concurrency over all domains);
+a worker resolves the domain (route or MX), connects to the first hop that
+answers, and sends job after job over the same session while its queue has
+work (connection reuse). A site failure (nothing answers, TLS fails) gives
+every job waiting for that domain the same deferral without reconnecting.
+
+When all of a message's jobs are back, `_finish` applies the outcomes under
+spool.locked(qid) to a freshly read state: 2xx delivered, 4xx deferred with
+exponential backoff, 5xx failed; mail older than the queue lifetime fails;
+failed recipients get one RFC 3464 DSN to the sender (unless NOTIFY says
+no, or the message is itself a bounce or notice: those are logged and
+dropped, case 24). The entry is removed once every recipient is final,
+else its state file is replaced atomically. A crash before that write
+repeats the attempt: a duplicate, never a loss.
+
+The process is woken by a datagram on spool/notify.sock (spool.notify) and
+rescans at least every `rescan_s` anyway. Clock, resolver and TLS context
+are injected so tests run without waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import ssl
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tlsrelay import config
+from tlsrelay.relay import spool as spool_mod
+from tlsrelay.relay.delivery import dsn, maillog, policy
+from tlsrelay.relay.delivery.resolve import Resolver
+from tlsrelay.relay.delivery.session import Session, SessionError, Timeouts
+from tlsrelay.smtp import client
+
+log = logging.getLogger(__name__)
+
+RESCAN_S = 30.0
+# Outcome for a job lost to a bug of ours; the message simply waits.
+INTERNAL_ERROR = client.local_reply(451, "4.3.0 Internal error; will retry")
+EXPIRED_REPLY = "4.4.7 Message expired in the queue"
+
+
+@dataclass
+class _Job:
+    queue_id: str
+    message: client.OutboundMessage
+    indexes: list[int]
+    future: asyncio.Future[dict[int, policy.Outcome]]
+
+
+@dataclass
+class _Domain:
+    name: str
+    queue: asyncio.Queue[_Job] = field(default_factory=asyncio.Queue)
+    workers: int = 0
+
+
+def outbound_message(
+    envelope: spool_mod.Envelope, content: bytes, indexes: list[int]
+) -> client.OutboundMessage:
+    recipients = tuple(
+        client.OutboundRecipient(r.address, r.notify, r.orcpt)
+        for r in (envelope.recipients[i] for i in indexes)
+    )
+    return client.OutboundMessage(
+        sender=envelope.sender,
+        recipients=recipients,
+        content=content,
+        body=envelope.body,
+        smtputf8=envelope.smtputf8,
+        ret=envelope.ret,
+        envid=envelope.envid,
+    )
+
+
+def domain_of(address: str) -> str:
+    return address.rpartition("@")[2].lower()
+
+
+def reply_from_text(text: str) -> client.Reply:
+    """Parse "550 5.1.1 text" as stored in a state file back into a Reply."""
+    code, _, rest = text.partition(" ")
+    if code.isdigit() and len(code) == 3:
+        return client.Reply(int(code), (rest,))
+    return client.Reply(451, (text,))
+
+
+class Scheduler:
+    def __init__(
+        self,
+        settings: config.Settings,
+        spool: spool_mod.Spool,
+        resolver: Resolver,
+        clock: Callable[[], float] = time.time,
+        tls_context: ssl.SSLContext | None = None,
+        tls_policy: Callable[[str, bool], policy.TlsDecision] = policy.tls_level_for,
+    ) -> None:
+        self.settings = settings
+        self.tls_policy = tls_policy
+        self.delivery = settings.delivery
+        self.spool = spool
+        self.resolver = resolver
+        self.clock = clock
+        self.tls_context = tls_context
+        self.helo_name = self.delivery.helo_name or settings.node.hostname
+        self.postmaster = self.delivery.postmaster or (
+            f"MAILER-DAEMON@{settings.node.hostname}"
+        )
+        self.timeouts = Timeouts(
+            self.delivery.connect_timeout_s, self.delivery.command_timeout_s
+        )
+        self.in_flight: dict[str, asyncio.Task[None]] = {}
+        self._domains: dict[str, _Domain] = {}
+        self._slots = asyncio.Semaphore(max(1, self.delivery.max_concurrency))
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    # -- the main loop -------------------------------------------------------
+
+    async def run(self, rescan_s: float = RESCAN_S) -> None:
+        """Deliver until stop(); listens on the spool's notify socket."""
+        sock = self._bind_notify()
+        loop = asyncio.get_running_loop()
+        loop.add_reader(sock.fileno(), self._on_notify, sock)
+        try:
+            while not self._stopping:
+                earliest = self.start_due()
+                delay = min(rescan_s, max(0.05, earliest - self.clock()))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                self._wake.clear()
+        finally:
+            loop.remove_reader(sock.fileno())
+            sock.close()
+            with contextlib.suppress(OSError):
+                os.unlink(self.spool.notify_path)
+            await self._drain_in_flight()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def run_once(self) -> None:
+        """Start every due attempt and wait for all of them (tests, tools)."""
+        self.start_due()
+        while self.in_flight:
+            await asyncio.gather(*self.in_flight.values(), return_exceptions=True)
+
+    def _bind_notify(self) -> socket.socket:
+        path = str(self.spool.notify_path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(path)
+        sock.setblocking(False)
+        return sock
+
+    def _on_notify(self, sock: socket.socket) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            while sock.recv(256):
+                pass
+        self._wake.set()
+
+    async def _drain_in_flight(self, grace_s: float = 10.0) -> None:
+        tasks = list(self.in_flight.values())
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace_s)
+            for task in pending:
+                task.cancel()
+
+    # -- picking work --------------------------------------------------------
+
+    def start_due(self) -> float:
+        """Start attempts for due messages; return when the next one is due."""
+        now = self.clock()
+        earliest = now + RESCAN_S
+        for entry in self.spool.entries():
+            if entry.queue_id in self.in_flight or entry.state.held:
+                continue
+            if entry.state.next_attempt <= now or _needs_cleanup(entry):
+                self._start(entry.queue_id)
+            else:
+                earliest = min(earliest, entry.state.next_attempt)
+        return earliest
+
+    def _start(self, queue_id: str) -> None:
+        task = asyncio.create_task(self._attempt(queue_id))
+        self.in_flight[queue_id] = task
+        task.add_done_callback(lambda _t: self.in_flight.pop(queue_id, None))
+
+    async def _attempt(self, queue_id: str) -> None:
+        try:
+            entry = self.spool.entry(queue_id)
+            content = self.spool.read_content(queue_id)
+        except spool_mod.NoSuchMessage:
+            return
+        except (OSError, ValueError) as exc:
+            log.error("%s: cannot read spool entry: %s", queue_id, exc)
+            return
+        open_ = [
+            i
+            for i, rs in enumerate(entry.state.recipients)
+            if rs.status not in spool_mod.FINAL
+        ]
+        by_domain: dict[str, list[int]] = defaultdict(list)
+        for i in open_:
+            by_domain[domain_of(entry.envelope.recipients[i].address)].append(i)
+        futures = [
+            self._submit(queue_id, domain, entry.envelope, content, indexes)
+            for domain, indexes in by_domain.items()
+        ]
+        outcomes: dict[int, policy.Outcome] = {}
+        for found in await asyncio.gather(*futures):
+            outcomes.update(found)
+        try:
+            self._finish(queue_id, outcomes, content)
+        except spool_mod.NoSuchMessage:
+            log.info("%s: deleted while being delivered", queue_id)
+
+    def _submit(
+        self,
+        queue_id: str,
+        domain: str,
+        envelope: spool_mod.Envelope,
+        content: bytes,
+        indexes: list[int],
+    ) -> asyncio.Future[dict[int, policy.Outcome]]:
+        future: asyncio.Future[dict[int, policy.Outcome]]
+        future = asyncio.get_running_loop().create_future()
+        job = _Job(
+            queue_id, outbound_message(envelope, content, indexes), indexes, future
+        )
+        dom = self._domains.setdefault(domain, _Domain(domain))
+        dom.queue.put_nowait(job)
+        limit = max(1, self.delivery.concurrency_per_destination)
+        crowded = dom.queue.qsize() > dom.workers and dom.workers < limit
+        if dom.workers == 0 or crowded:
+            dom.workers += 1
+            asyncio.create_task(self._worker(dom))
+        return future
+
+    # -- sessions ------------------------------------------------------------
+
+    async def _worker(self, dom: _Domain) -> None:
+        session: Session | None = None
+        async with self._slots:
+            try:
+                while not dom.queue.empty():
+                    job = dom.queue.get_nowait()
+                    if session is None or not session.alive:
+                        if session is not None:
+                            await session.close()
+                        session = await self._connect(dom, job)
+                        if session is None:
+                            break
+                    await self._run_job(session, job)
+            finally:
+                # Count down before any await, so a job queued now gets a
+                # new worker instead of waiting for one that is leaving.
+                dom.workers -= 1
+                if session is not None:
+                    await session.close()
+
+    async def _run_job(self, session: Session, job: _Job) -> None:
+        try:
+            results = await session.send(job.message)
+        except Exception:
+            log.exception("%s: delivery to %s failed", job.queue_id, session.relay)
+            self._settle(job, policy.outcome(INTERNAL_ERROR, False, policy.Scope.SITE))
+            return
+        scope = policy.Scope.MESSAGE
+        if len({r.reply for r in results}) > 1:
+            scope = policy.Scope.RECIPIENT
+        outcomes = {
+            index: policy.outcome(
+                r.reply, r.remote, scope, session.relay if r.remote else "", session.tls
+            )
+            for index, r in zip(job.indexes, results, strict=True)
+        }
+        if not job.future.done():
+            job.future.set_result(outcomes)
+
+    async def _connect(self, dom: _Domain, job: _Job) -> Session | None:
+        """A ready session to the domain, or None after failing every job."""
+        failure: policy.Outcome
+        try:
+            destination = await self.resolver.destination(dom.name)
+        except Exception:
+            log.exception("resolving %s failed", dom.name)
+            destination = None
+        if destination is None or destination.error is not None:
+            reply = destination.error if destination else INTERNAL_ERROR
+            failure = policy.outcome(reply, False, policy.Scope.SITE)
+            self._fail_waiting(dom, job, failure)
+            return None
+        level = self.tls_policy(dom.name, destination.routed).level
+        cfg = client.ClientConfig(self.helo_name, level)
+        failure = policy.outcome(INTERNAL_ERROR, False, policy.Scope.SITE)
+        for hop in destination.hops:
+            session = Session(
+                hop.host, hop.ip, hop.port, cfg, self.timeouts, self.tls_context
+            )
+            try:
+                await session.open()
+                return session
+            except SessionError as exc:
+                log.info("%s: %s", exc.relay, exc.reply)
+                failure = policy.outcome(
+                    exc.reply,
+                    exc.remote,
+                    policy.Scope.SITE,
+                    exc.relay if exc.remote else "",
+                )
+        self._fail_waiting(dom, job, failure)
+        return None
+
+    def _fail_waiting(self, dom: _Domain, job: _Job, failure: policy.Outcome) -> None:
+        """Site failure: this job and every job queued behind it get FAILURE."""
+        self._settle(job, failure)
+        while not dom.queue.empty():
+            self._settle(dom.queue.get_nowait(), failure)
+
+    @staticmethod
+    def _settle(job: _Job, outcome: policy.Outcome) -> None:
+        if not job.future.done():
+            job.future.set_result({i: outcome for i in job.indexes})
+
+    # -- results -------------------------------------------------------------
+
+    def _finish(
+        self, queue_id: str, outcomes: dict[int, policy.Outcome], content: bytes
+    ) -> None:
+        with self.spool.locked(queue_id):
+            entry = self.spool.entry(queue_id)
+            now = self.clock()
+            self._apply(entry, outcomes, now)
+            if policy.expired(
+                entry.envelope.arrived, now, self.delivery.queue_lifetime_s
+            ):
+                self._expire(entry, now)
+            self._notify_sender(entry, content, now)
+            state = entry.state
+            if all(rs.status in spool_mod.FINAL for rs in state.recipients):
+                self.spool.remove(queue_id)
+                maillog.removed(queue_id)
+                return
+            if outcomes:
+                state.next_attempt = now + policy.backoff_s(
+                    state.attempts,
+                    self.delivery.minimal_backoff_s,
+                    self.delivery.maximal_backoff_s,
+                )
+            self.spool.write_state(queue_id, state)
+
+    def _apply(
+        self, entry: spool_mod.Entry, outcomes: dict[int, policy.Outcome], now: float
+    ) -> None:
+        state = entry.state
+        if outcomes:
+            state.attempts += 1
+        delay_s = now - entry.envelope.arrived
+        for index, oc in sorted(outcomes.items()):
+            rs = state.recipients[index]
+            if rs.status in spool_mod.FINAL:
+                continue  # an operator bounced it meanwhile
+            rs.status = oc.status
+            rs.relay = oc.relay
+            rs.last_error = "" if oc.status == spool_mod.DELIVERED else str(oc.reply)
+            if oc.status == spool_mod.DELIVERED:
+                rs.delivered_at = now
+            else:
+                state.last_error = str(oc.reply)
+            maillog.recipient(
+                entry.queue_id,
+                entry.envelope.recipients[index].address,
+                oc.relay,
+                delay_s,
+                oc.tls,
+                oc.reply.enhanced,
+                maillog.STATUS_WORDS[oc.status],
+                str(oc.reply),
+            )
+
+    def _expire(self, entry: spool_mod.Entry, now: float) -> None:
+        for index, rs in enumerate(entry.state.recipients):
+            if rs.status in spool_mod.FINAL:
+                continue
+            rs.status = spool_mod.FAILED
+            reason = rs.last_error or f"451 {EXPIRED_REPLY}"
+            rs.last_error = reason
+            maillog.recipient(
+                entry.queue_id,
+                entry.envelope.recipients[index].address,
+                rs.relay,
+                now - entry.envelope.arrived,
+                "",
+                _expired_status(reason),
+                "expired",
+                reason,
+            )
+
+    def _notify_sender(
+        self, entry: spool_mod.Entry, content: bytes, now: float
+    ) -> None:
+        """One DSN for every failed recipient that has not had one yet."""
+        due = [
+            (i, rs)
+            for i, rs in enumerate(entry.state.recipients)
+            if rs.status == spool_mod.FAILED and not rs.dsn_sent
+        ]
+        if not due:
+            return
+        envelope = entry.envelope
+        wanted = [
+            (i, rs)
+            for i, rs in due
+            if policy.dsn_wanted(envelope.recipients[i].notify, rs.status)
+        ]
+        if not policy.bounces_allowed(envelope):
+            maillog.no_notification(entry.queue_id, "message is a bounce or notice")
+        elif wanted:
+            items = [_report_item(envelope.recipients[i], rs) for i, rs in wanted]
+            dsn_env, dsn_content = dsn.build(
+                queue_id=entry.queue_id,
+                envelope=envelope,
+                content=content,
+                items=items,
+                reporting_mta=self.settings.node.hostname,
+                postmaster=self.postmaster,
+                now=now,
+            )
+            dsn_id = self.spool.enqueue(dsn_env, dsn_content)
+            maillog.notification(entry.queue_id, dsn_id, envelope.sender)
+        for _, rs in due:
+            rs.dsn_sent = True
+
+
+def _needs_cleanup(entry: spool_mod.Entry) -> bool:
+    """Final recipients left over (crash, `queue bounce`) need no retry wait."""
+    states = entry.state.recipients
+    pending_dsn = any(
+        rs.status == spool_mod.FAILED and not rs.dsn_sent for rs in states
+    )
+    return pending_dsn or all(rs.status in spool_mod.FINAL for rs in states)
+
+
+def _expired_status(reason: str) -> str:
+    enhanced = reply_from_text(reason).enhanced
+    return enhanced if not enhanced.endswith(".0.0") else "4.4.7"
+
+
+def _report_item(
+    recipient: spool_mod.Recipient, rs: spool_mod.RecipientState
+) -> dsn.ReportItem:
+    reply = reply_from_text(rs.last_error)
+    status = reply.enhanced
+    if reply.transient:
+        status = _expired_status(rs.last_error)
+    return dsn.ReportItem(
+        address=recipient.address,
+        orcpt=recipient.orcpt,
+        action="failed",
+        status=status,
+        diagnostic=rs.last_error,
+        remote_mta=rs.relay.partition("[")[0],
+        remote=bool(rs.relay),
+    )
