@@ -72,6 +72,7 @@ class Load:
                 "127.0.0.1", self.relay.port, timeout=15, source_address=(CLIENT_IP, 0)
             ) as smtp:
                 smtp.starttls(context=context)
+                smtp.ehlo("crash.test")
                 while (n := self._next()) is not None:
                     self._send(smtp, thread_no, n)
         except (OSError, smtplib.SMTPException) as exc:
