@@ -608,3 +608,11 @@ def test_reply_formats():
         == b"250 2.0.0 Ok: queued as A1\r\n"
     )
     assert replies.Reply(250, "", "a\nb").to_bytes() == b"250-a\r\n250 b\r\n"
+
+
+def test_bdat_without_chunking_is_not_implemented_but_still_consumed():
+    peer = ready(chunking=False)
+    assert "CHUNKING" not in peer.output.decode()
+    got = peer.send(MAIL + RCPT + b"BDAT 6 LAST\r\nQUIT\r\nNOOP\r\n")
+    assert got[2:] == [str(replies.NOT_IMPLEMENTED), str(replies.OK)]
+    assert codes(got[2:3]) == ["502 5.5.1"]

@@ -87,6 +87,7 @@ NOT_TLS = Reply(530, "5.7.0", "Must issue a STARTTLS command first")
 
 # Command syntax and sequence.
 UNKNOWN_COMMAND = Reply(500, "5.5.1", "Command unrecognized")
+NOT_IMPLEMENTED = Reply(502, "5.5.1", "Command not implemented")
 LINE_TOO_LONG = Reply(500, "5.5.2", "Line too long")
 BARE_NEWLINE_COMMAND = Reply(501, "5.5.2", "Bare CR or LF not allowed in a command")
 NO_ARGUMENTS = Reply(501, "5.5.4", "This command takes no arguments")

@@ -33,7 +33,9 @@ after the STARTTLS line; flush, hand the socket to TLS, call
 ``conn.tls_started()``; the session starts over and needs EHLO again) and
 ``ConnectionClosed`` (flush and close; afterwards ``next_event()`` returns
 ``CLOSED``).  ``conn.close(reply)`` ends the session from the application's
-side (timeouts, shutdown).
+side (timeouts, shutdown).  Read-only attributes for logs: ``conn.state``
+(the reading mode's name), ``conn.helo``, ``conn.esmtp``, ``conn.tls_active``,
+``conn.errors``.
 
 Replies are queued in order and handed out by ``data_to_send()``, so a
 pipelined group (RFC 2920) is answered in one write when the application
@@ -59,10 +61,11 @@ Policies (cases in /work/shared/cases):
 - Unqualified recipients get 501 5.1.3, ``<postmaster>`` too unless
   ``ServerConfig.postmaster`` names the full address it stands for.
 - BDAT: the chunk is always read, also when the command is refused (case
-  05).  A BDAT whose size cannot be parsed gets 501 5.5.4 and the session is
-  closed, since the octets that follow could not be skipped.  Content rules
-  (bare CR/LF, line length, size) apply to BDAT content as to DATA; a failing
-  chunk is answered with the error and ends the transaction (RFC 3030 2).
+  05, and with ``chunking=False``: 502 5.5.1 after the chunk).  A BDAT
+  whose size cannot be parsed gets 501 5.5.4 and the session is closed,
+  since the octets that follow could not be skipped.  Content rules (bare
+  CR/LF, line length, size) apply to BDAT content as to DATA; a failing chunk
+  is answered with the error and ends the transaction (RFC 3030 2).
 - A bug inside the core answers 421 4.3.0 and closes; no exception text is
   ever sent.
 
@@ -775,6 +778,8 @@ class ServerConnection:
         size, last = parsed
         txn = self._txn
         refusal = self._transaction_refusal(txn)
+        if not self.config.chunking:
+            refusal = replies.NOT_IMPLEMENTED  # case 05: still read the chunk
         if refusal is not None or txn is None:
             self._mode = ReadChunk(size, last, size, refusal=refusal)
         elif txn.chunking:
