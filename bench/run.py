@@ -79,6 +79,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--results", type=Path, default=REPO / "bench" / "results")
     p.add_argument("--note", default="", help="a line for the doc (e.g. noise)")
     p.add_argument("--keep", action="store_true", help="keep the temp dir")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy the tlsrelay runs (stacks in --results; doc left alone)",
+    )
     args = p.parse_args(argv)
     args.scenario_list = _pick(args.scenarios, scenarios.SCENARIOS, args.quick)
     args.server_list = args.servers.split(",")
@@ -87,6 +92,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"unknown server(s) {sorted(unknown)} or --pairs < 1")
     if args.quick:
         args.pairs = 1
+    if args.profile:
+        args.no_doc = True  # sampling slows the node: these numbers do not count
     return args
 
 
@@ -118,9 +125,13 @@ def run_scenario(args, scn, cert: Certificate, work: Path) -> dict:
                 return SERVERS[name](directory, cert, sink_port, scn)
 
             loadavg = os.getloadavg()[0]
-            metrics = scenarios.run_once(scn, make_server, Sink, root)
+            spy = args.profile and name != "postfix"
+            spy_dir = args.results / f"profile-{scn.key}-{name}-{pair}" if spy else None
+            metrics = scenarios.run_once(scn, make_server, Sink, root, spy_dir)
             metrics["loadavg_before"] = round(loadavg, 2)
             runs[name].append(metrics)
+            if "profile" in metrics:
+                _print_profile(metrics["profile"])
             print(f"  {scn.key} {name} #{pair + 1}: {_headline(scn.key, metrics)}",
                   file=sys.stderr, flush=True)  # fmt: skip
             if not args.keep:
@@ -132,6 +143,15 @@ def run_scenario(args, scn, cert: Certificate, work: Path) -> dict:
         "median": {n: report.medians(r, scn.kind) for n, r in runs.items()},
         "runs": runs,
     }
+
+
+def _print_profile(roles: dict) -> None:
+    for role, found in sorted(roles.items()):
+        busy = f"{found['samples']} samples, {found['busy_thread_s']} s busy threads"
+        print(f"    {role}: {busy}", file=sys.stderr)
+        for kind in ("own", "inclusive"):
+            top = ", ".join(f"{f} {p}%" for f, p in found[kind][:12])
+            print(f"      {kind}: {top}", file=sys.stderr)
 
 
 def _stop_on_sigterm() -> None:

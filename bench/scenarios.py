@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from measure import Sampler, machine_busy_s, run_load
+from spy import Profiler
 
 KIB = 1024
 MIB = 1024 * 1024
@@ -99,18 +100,22 @@ def warm_up(scn: Scenario, server) -> None:
     wait_drained(server)
 
 
-def measure(scn: Scenario, server, sink) -> dict:
-    """One measured load against a started SERVER; the metrics of issue 5."""
+def measure(scn: Scenario, server, sink, profile_dir: Path | None = None) -> dict:
+    """One measured load against a started SERVER; the metrics of issue 5.
+    With PROFILE_DIR, py-spy samples the server's processes during the load."""
     warm_up(scn, server)
-    sampler = Sampler(
-        server.pid, {"queue": server.queue_length, "sink": sink.delivered}
-    )
+    probes = {"queue": server.queue_length, "sink": sink.delivered}
+    sampler = Sampler(server.pid, probes)
     base = sampler.sample()
+    profiler = Profiler(server.pid, profile_dir) if profile_dir else None
+    if profiler:
+        profiler.start()
     busy0 = machine_busy_s()
     sampler.start()
     load = run_load(load_args(scn, server.port, server.pid, scn.messages), 400)
     sink_at_end = sink.delivered()
     sampler.stop()
+    hot_spots = profiler.stop() if profiler else None
     busy_s = machine_busy_s() - busy0
     drain_s = wait_drained(server)
     server_cpu_s = busy_s - load["client_cpu_s"] - sampler.cpu_s
@@ -124,6 +129,7 @@ def measure(scn: Scenario, server, sink) -> dict:
         "drain_s": drain_s,
         "delivered": sink.delivered() - base["sink"],
         "series": sampler.series,
+        **({"profile": hot_spots} if hot_spots else {}),
     }
     metrics.update(KIND_METRICS[scn.kind](scn, load, base, sampler, sink_at_end))
     return metrics
@@ -187,7 +193,9 @@ def finish(metrics: dict) -> dict:
     return metrics
 
 
-def run_once(scn: Scenario, make_server, make_sink, root: Path) -> dict:
+def run_once(
+    scn: Scenario, make_server, make_sink, root: Path, profile_dir: Path | None = None
+) -> dict:
     """Start a sink and a server under ROOT, measure, stop both, return metrics."""
     sink = make_sink(root / "sink")
     server = None
@@ -195,7 +203,7 @@ def run_once(scn: Scenario, make_server, make_sink, root: Path) -> dict:
         sink.start()
         server = make_server(root / "server", sink.port, scn)
         server.start()
-        return finish(measure(scn, server, sink))
+        return finish(measure(scn, server, sink, profile_dir))
     finally:
         if server is not None:
             server.stop()
