@@ -6,6 +6,7 @@ import stat
 import subprocess
 import sys
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -22,10 +23,16 @@ def init(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_init_writes_a_config_that_loads_with_its_certificate(tmp_path):
-    result = init(str(tmp_path / "var"))
+@pytest.fixture(scope="module")
+def var(tmp_path_factory):
+    path = tmp_path_factory.mktemp("init") / "var"
+    result = init(str(path))
     assert result.returncode == 0, result.stderr
-    settings = config.load(tmp_path / "var" / "tlsrelay.toml")
+    return path
+
+
+def test_init_writes_a_config_that_loads_with_its_certificate(var):
+    settings = config.load(var / "tlsrelay.toml")
 
     assert settings.node.location == "LON"
     assert settings.node.hostname == "lon-tls.relay.example"
@@ -36,7 +43,7 @@ def test_init_writes_a_config_that_loads_with_its_certificate(tmp_path):
     assert settings.control.provider_domain == "relay.example"
     assert settings.control.allow_private_ips is True
     assert settings.spool.path.is_dir()
-    assert (tmp_path / "var" / "control.db").is_file()
+    assert (var / "control.db").is_file()
 
     cert = x509.load_pem_x509_certificate(settings.tls.cert.read_bytes())
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
@@ -48,26 +55,20 @@ def test_init_writes_a_config_that_loads_with_its_certificate(tmp_path):
     server_context(settings.tls.cert, settings.tls.key)
 
 
-def test_secrets_differ_between_installations(tmp_path):
-    assert init(str(tmp_path / "a")).returncode == 0
-    assert init(str(tmp_path / "b")).returncode == 0
-    secrets = {config.load(tmp_path / d / "tlsrelay.toml").portal.secret for d in "ab"}
-    assert len(secrets) == 2
-
-
-def test_init_never_overwrites(tmp_path):
-    assert init(str(tmp_path)).returncode == 0
-    before = (tmp_path / "tlsrelay.toml").read_bytes()
-    key_before = (tmp_path / "key.pem").read_bytes()
-    result = init(str(tmp_path))
+def test_init_never_overwrites(var):
+    before = (var / "tlsrelay.toml").read_bytes()
+    key_before = (var / "key.pem").read_bytes()
+    result = init(str(var))
     assert result.returncode != 0
     assert "exists; not overwriting it" in result.stderr
-    assert (tmp_path / "tlsrelay.toml").read_bytes() == before
-    assert (tmp_path / "key.pem").read_bytes() == key_before
+    assert (var / "tlsrelay.toml").read_bytes() == before
+    assert (var / "key.pem").read_bytes() == key_before
 
 
-def test_location_names_the_host(tmp_path):
+def test_location_names_the_host_and_secrets_differ(tmp_path, var):
     assert init(str(tmp_path), "--location", "fra").returncode == 0
     settings = config.load(tmp_path / "tlsrelay.toml")
     assert (settings.node.location, settings.node.name) == ("FRA", "fra-1")
     assert settings.node.hostname == "fra-tls.relay.example"
+    first = config.load(var / "tlsrelay.toml")
+    assert settings.portal.secret != first.portal.secret
