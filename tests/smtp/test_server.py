@@ -616,3 +616,10 @@ def test_bdat_without_chunking_is_not_implemented_but_still_consumed():
     got = peer.send(MAIL + RCPT + b"BDAT 6 LAST\r\nQUIT\r\nNOOP\r\n")
     assert got[2:] == [str(replies.NOT_IMPLEMENTED), str(replies.OK)]
     assert codes(got[2:3]) == ["502 5.5.1"]
+
+
+def test_over_long_bdat_line_closes_since_its_chunk_cannot_be_trusted():
+    peer = ready()
+    got = peer.send(MAIL + RCPT + b"BDAT 6 LAST" + b" " * 5000 + b"\r\nNOOP\r\n")
+    assert got[2:] == [str(replies.LINE_TOO_LONG)]
+    assert peer.events[-1] == events.ConnectionClosed("bdat-syntax")

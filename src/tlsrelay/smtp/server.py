@@ -182,6 +182,8 @@ class Commands:
 class SkipLine:
     """Skipping an over-long command line up to its CRLF."""
 
+    verb: bytes  # the line's first word, enough to know a BDAT
+
 
 @dataclass
 class Decide:
@@ -426,7 +428,7 @@ class ServerConnection:
         end = buf.find(b"\r\n", 0, lines.MAX_ANY_LINE)
         if end < 0:
             if len(buf) >= lines.MAX_ANY_LINE:
-                self._mode = SkipLine()
+                self._mode = SkipLine(bytes(buf[:5]).split(b" ")[0].upper())
                 return True
             return self._starved()
         line = bytes(buf[:end])
@@ -439,8 +441,8 @@ class ServerConnection:
         end = buf.find(b"\r\n")
         if end >= 0:
             del buf[: end + 2]
-            self._reply(replies.LINE_TOO_LONG)
             self._mode = Commands()
+            self._line_refused(mode.verb, replies.LINE_TOO_LONG)
             return True
         # Keep a final CR: its LF may come in the next read.
         del buf[: len(buf) - 1 if buf.endswith(b"\r") else len(buf)]
