@@ -69,6 +69,8 @@ class LimitSettings:
     max_recipients: int = 1000
     # Errors in one session before it is closed with 421.
     max_errors: int = 20
+    # NOOP, RSET, VRFY and HELP in one session before it is closed with 421.
+    max_junk_commands: int = 100
     command_timeout_s: float = 300.0
     data_timeout_s: float = 600.0
     greeting_delay_s: float = 0.0
