@@ -49,6 +49,10 @@ class MxOptions:
     mail_reply: str = "250 2.1.0 Ok"
     data_reply: str = "250 2.0.0 Ok: queued"
     ehlo_reply: str = ""  # e.g. "502 5.5.1 no EHLO" to force HELO
+    # Reply to STARTTLS; anything but 220 leaves the session in plaintext.
+    starttls_reply: str = "220 2.0.0 Ready"
+    # After the 220 to STARTTLS, close instead of doing the handshake.
+    break_handshake: bool = False
     # Withhold MAIL/RCPT replies until DATA arrives: a client that waits for
     # each reply stalls, so only a pipelining client gets through.
     batch_replies: bool = False
@@ -242,7 +246,11 @@ class _Dialogue:
         if not self.opt.starttls or self.session.tls:
             await self.send("503 5.5.1 No STARTTLS now")
             return False
-        await self.send("220 2.0.0 Ready", extra=self.opt.inject_after_starttls)
+        await self.send(self.opt.starttls_reply, extra=self.opt.inject_after_starttls)
+        if not self.opt.starttls_reply.startswith("220"):
+            return False
+        if self.opt.break_handshake:
+            return True
         await self.writer.start_tls(self.mx.ssl_context)
         ssl_object = self.writer.get_extra_info("ssl_object")
         self.session.tls = ssl_object.version()

@@ -217,6 +217,25 @@ def test_tls_required_but_not_offered_stays_queued(world, make_mx):
     assert entry.state.recipients[0].last_error.startswith("450 4.7.4")
 
 
+@pytest.mark.parametrize(
+    "options, error",
+    [
+        ({"starttls_reply": "454 4.7.0 TLS not available"}, "421 4.7.0"),
+        ({"break_handshake": True}, "421 4.7.5"),
+    ],
+)
+def test_failed_starttls_never_falls_back_to_plaintext(world, make_mx, options, error):
+    mx = make_mx(**options)
+    point_mx(world, mx)
+    world.queue("b@example.org")
+    world.rounds()
+    assert mx.messages == []
+    assert not any(c.startswith("MAIL") for s in mx.sessions for c in s.commands)
+    [entry] = world.entries()
+    assert entry.state.recipients[0].status == spool_mod.DEFERRED
+    assert entry.state.recipients[0].last_error.startswith(error)
+
+
 # -- the cases ---------------------------------------------------------------
 
 

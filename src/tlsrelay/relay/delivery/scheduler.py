@@ -228,6 +228,10 @@ class Scheduler:
             self._finish(queue_id, outcomes, content)
         except spool_mod.NoSuchMessage:
             log.info("%s: deleted while being delivered", queue_id)
+        except (OSError, spool_mod.SpoolFull) as exc:
+            # The state stays as it was: the attempt repeats (duplicates at
+            # worst, never a loss).
+            log.error("%s: cannot record delivery results: %s", queue_id, exc)
 
     def _submit(
         self,
@@ -259,13 +263,18 @@ class Scheduler:
             try:
                 while not dom.queue.empty():
                     job = dom.queue.get_nowait()
-                    if session is None or not session.alive:
-                        if session is not None:
-                            await session.close()
-                        session = await self._connect(dom, job)
-                        if session is None:
-                            break
-                    await self._run_job(session, job)
+                    try:
+                        session = await self._serve(dom, job, session)
+                    except Exception:
+                        # Our bug: the job waits for its next attempt instead
+                        # of hanging its message forever.
+                        log.exception(
+                            "%s: delivery to %s failed", job.queue_id, dom.name
+                        )
+                        failure = policy.outcome(
+                            INTERNAL_ERROR, False, policy.Scope.SITE
+                        )
+                        self._settle(job, failure)
             finally:
                 # Count down before any await, so a job queued now gets a
                 # new worker instead of waiting for one that is leaving.
@@ -273,13 +282,21 @@ class Scheduler:
                 if session is not None:
                     await session.close()
 
+    async def _serve(
+        self, dom: _Domain, job: _Job, session: Session | None
+    ) -> Session | None:
+        """Send JOB, over SESSION if still usable; return the session to reuse."""
+        if session is None or not session.alive:
+            if session is not None:
+                await session.close()
+            session = await self._connect(dom, job)
+            if session is None:
+                return None
+        await self._run_job(session, job)
+        return session
+
     async def _run_job(self, session: Session, job: _Job) -> None:
-        try:
-            results = await session.send(job.message)
-        except Exception:
-            log.exception("%s: delivery to %s failed", job.queue_id, session.relay)
-            self._settle(job, policy.outcome(INTERNAL_ERROR, False, policy.Scope.SITE))
-            return
+        results = await session.send(job.message)
         scope = policy.Scope.MESSAGE
         if len({r.reply for r in results}) > 1:
             scope = policy.Scope.RECIPIENT

@@ -84,6 +84,10 @@ class _Channel(asyncio.Protocol):
             await self._wakeup.wait()
         return self._chunks.popleft() if self._chunks else b""
 
+    @property
+    def closed(self) -> bool:
+        return self._eof or self.transport is None or self.transport.is_closing()
+
     def discard_buffered(self) -> int:
         dropped = sum(len(c) for c in self._chunks)
         self._chunks.clear()
@@ -197,6 +201,9 @@ class Session:
                 self.relay,
                 dropped + self.conn.discarded_after_starttls,
             )
+        if self._channel.closed:
+            # start_tls() on a closed transport would wait for ever.
+            raise SessionError(client.TLS_HANDSHAKE_FAILED, False, self.relay)
         try:
             await asyncio.wait_for(
                 self._channel.start_tls(self._tls_context, self.host),
