@@ -3,8 +3,8 @@
 Method. Postfix rewrites what `sendmail` hands it (it adds Received,
 Message-ID, Date, From), so the file we submit is not what the relay sees.
 Instead each message is submitted once, to two recipients in different
-domains: m<i>@direct.example goes from the customer Postfix straight to
-smtp-sink over a second smtp transport, m<i>@dest.example goes through the
+domains: content<i>@direct.example goes from the customer Postfix straight to
+smtp-sink over a second smtp transport, content<i>@dest.example goes through the
 relay (relayhost, TLS) which routes it to the same smtp-sink. Both copies
 come from the same Postfix queue file in the same way, so the direct copy
 is exactly what the customer Postfix sent. The relayed copy must equal it
@@ -58,8 +58,8 @@ def big_attachment_message() -> bytes:
     return msg.as_bytes()
 
 
-def test_messages_arrive_as_sent_plus_one_received(tmp_path, sink, relay_factory):
-    relay = relay_factory(allow=[f"{CUSTOMER_IP}/32"])
+def test_messages_arrive_as_sent_plus_one_received(tmp_path, shared_sink, shared_relay):
+    sink, relay = shared_sink, shared_relay
     inputs = [p.read_bytes() for p in email_test_messages()]
     inputs.append(big_attachment_message())
     direct = "direct unix - - n - - smtp\n  -o smtp_tls_security_level=none\n"
@@ -76,18 +76,19 @@ def test_messages_arrive_as_sent_plus_one_received(tmp_path, sink, relay_factory
         for i, data in enumerate(inputs):
             mta.sendmail(
                 f"alice@{mta.domain}",
-                [f"m{i}@dest.example", f"m{i}@direct.example"],
+                [f"content{i}@dest.example", f"content{i}@direct.example"],
                 data,
             )
-        got = sink.wait_for(2 * len(inputs), timeout_s=120)
+        where = postfix.to_prefix("content")
+        got = sink.wait_for(2 * len(inputs), timeout_s=120, where=where)
 
     by_rcpt = {m.recipients[0]: m for m in got}
     for i in range(len(inputs)):
-        sent = by_rcpt[f"m{i}@direct.example"].content
-        relayed = by_rcpt[f"m{i}@dest.example"].content
+        sent = by_rcpt[f"content{i}@direct.example"].content
+        relayed = by_rcpt[f"content{i}@dest.example"].content
         trace = RELAY_TRACE.match(relayed)
         assert trace and b"(tlsrelay)" in trace.group(), f"message {i}: no trace"
         assert relayed[trace.end() :] == sent, f"message {i} changed by the relay"
         # The relay's line comes on top of the customer Postfix's own.
         assert sent.startswith(b"Received: ") and b"(tlsrelay)" not in sent
-    assert len(by_rcpt[f"m{len(inputs) - 1}@dest.example"].content) > 13_000_000
+    assert len(by_rcpt[f"content{len(inputs) - 1}@dest.example"].content) > 13_000_000

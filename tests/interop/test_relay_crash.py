@@ -105,7 +105,7 @@ def test_kill_9_under_load_loses_nothing(relay_factory, sink):
         children = relay.children()
         assert len(children) >= 2, "serve started no worker or delivery process"
         load = Load(relay, round_no, rng)
-        kill_after = rng.randint(10, MESSAGES_PER_ROUND // 2)
+        kill_after = rng.randint(40, MESSAGES_PER_ROUND - 40)
         load.start()
         wait_until(
             lambda load=load, k=kill_after: (

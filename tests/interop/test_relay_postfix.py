@@ -17,24 +17,27 @@ from support import postfix
 
 pytestmark = pytest.mark.interop
 
-CUSTOMER_IP = "127.0.0.2"
+CUSTOMER_IP = "127.0.0.2"  # on the shared node's list
+UNLISTED_IP = "127.0.0.5"
 
 
-def test_sendmail_reaches_destination_through_relay(tmp_path, sink, relay_factory):
-    relay = relay_factory(allow=[f"{CUSTOMER_IP}/32"])
+def test_sendmail_reaches_destination_through_relay(
+    tmp_path, shared_sink, shared_relay
+):
+    sink, relay = shared_sink, shared_relay
     mta = postfix.customer(
         tmp_path / "customer", relay.port, relay.ca_file, CUSTOMER_IP
     )
     with mta:
         mta.sendmail(
             f"alice@{mta.domain}",
-            ["bob@dest.example"],
+            ["through-bob@dest.example"],
             b"Subject: through the relay\n\nHello over TLS.\n",
         )
         sent = mta.wait_for_log(
             r"status=sent \(250 2\.0\.0 (?P<reply>.*)\)", timeout_s=30
         )
-        [got] = sink.wait_for(1)
+        [got] = sink.wait_for(1, where=postfix.to_prefix("through-"))
 
     log = mta.maillog()
     # Postfix logs the TLS it used with the relay host.
@@ -46,7 +49,7 @@ def test_sendmail_reaches_destination_through_relay(tmp_path, sink, relay_factor
     assert f"relay=127.0.0.1[127.0.0.1]:{relay.port}" in log
 
     assert got.sender == f"alice@{mta.domain}"
-    assert got.recipients == ["bob@dest.example"]
+    assert got.recipients == ["through-bob@dest.example"]
     msg = got.message()
     assert msg["Subject"] == "through the relay"
     assert msg.get_payload() == "Hello over TLS.\n"
@@ -57,18 +60,19 @@ def test_sendmail_reaches_destination_through_relay(tmp_path, sink, relay_factor
     assert queue_id in sent.group("reply")
 
 
-def test_unlisted_customer_gets_554_and_a_bounce(tmp_path, relay_factory):
-    # Some other address is listed, so the node has a snapshot to decide with.
-    relay = relay_factory(allow=["127.0.0.99/32"])
+def test_unlisted_customer_gets_554_and_a_bounce(tmp_path, shared_relay):
+    relay = shared_relay  # its list has other addresses, so it has a snapshot
     mta = postfix.customer(
-        tmp_path / "customer", relay.port, relay.ca_file, CUSTOMER_IP
+        tmp_path / "customer", relay.port, relay.ca_file, UNLISTED_IP
     )
     with mta:
         mta.sendmail(
-            f"alice@{mta.domain}", ["bob@dest.example"], b"Subject: refused\n\nNo.\n"
+            f"alice@{mta.domain}",
+            ["refused-bob@dest.example"],
+            b"Subject: refused\n\nNo.\n",
         )
         bounced = mta.wait_for_log(
-            r"to=<bob@dest\.example>.*dsn=5\.7\.1, status=bounced "
+            r"to=<refused-bob@dest\.example>.*dsn=5\.7\.1, status=bounced "
             r"\(host 127\.0\.0\.1\[127\.0\.0\.1\] said: 554 5\.7\.1 (?P<text>[^)]*)",
             timeout_s=30,
         )

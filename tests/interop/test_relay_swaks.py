@@ -12,11 +12,12 @@ import subprocess
 
 import pytest
 
+from support.postfix import to_prefix
 from support.tools import need
 
 pytestmark = pytest.mark.interop
 
-CLIENT_IP = "127.0.0.3"
+CLIENT_IP = "127.0.0.3"  # on the shared node's list
 
 
 def swaks(*args: str) -> subprocess.CompletedProcess:
@@ -29,19 +30,19 @@ def tls_args(relay) -> list[str]:
     return ["--tls-verify", "--tls-ca-path", str(relay.ca_file)]
 
 
-def test_mail_without_starttls_gets_530(relay_factory, sink):
-    relay = relay_factory(allow=[f"{CLIENT_IP}/32"])
-    run = swaks("--server", f"127.0.0.1:{relay.port}", "--to", "bob@dest.example")
+def test_mail_without_starttls_gets_530(shared_relay, shared_sink):
+    relay = shared_relay
+    run = swaks("--server", f"127.0.0.1:{relay.port}", "--to", "plain@dest.example")
     assert run.returncode != 0
     assert re.search(r"^<\*\* +530 5\.7\.0 ", run.stdout, re.M), run.stdout
     assert "STARTTLS" in run.stdout  # offered in the EHLO reply
-    assert not sink.messages()
+    assert not shared_sink.messages(to_prefix("plain@"))
 
 
-def test_starttls_message_accepted_with_queue_id(relay_factory, sink):
-    relay = relay_factory(allow=[f"{CLIENT_IP}/32"])
+def test_starttls_message_accepted_with_queue_id(shared_relay, shared_sink):
+    relay = shared_relay
     run = swaks(
-        "--server", f"127.0.0.1:{relay.port}", "--to", "bob@dest.example", "-tls",
+        "--server", f"127.0.0.1:{relay.port}", "--to", "starttls@dest.example", "-tls",
         *tls_args(relay),
     )  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
@@ -50,7 +51,7 @@ def test_starttls_message_accepted_with_queue_id(relay_factory, sink):
     accepted = re.search(r"^<~ +250 2\.0\.0 (.*)$", run.stdout.split("DATA")[-1], re.M)
     assert accepted, run.stdout
 
-    [got] = sink.wait_for(1)
+    [got] = shared_sink.wait_for(1, where=to_prefix("starttls@"))
     trace = got.message().get_all("Received")[0]
     queue_id = re.search(r" id (\S+?);?\s", trace).group(1)
     assert queue_id in accepted.group(1)
@@ -58,12 +59,12 @@ def test_starttls_message_accepted_with_queue_id(relay_factory, sink):
     assert got.message()["Subject"] == "swaks test"
 
 
-def test_smtps_port_speaks_tls_at_once(relay_factory, sink):
-    relay = relay_factory(allow=[f"{CLIENT_IP}/32"])
+def test_smtps_port_speaks_tls_at_once(shared_relay, shared_sink):
+    relay = shared_relay
     run = swaks(
-        "--server", f"127.0.0.1:{relay.smtps_port}", "--to", "bob@dest.example",
+        "--server", f"127.0.0.1:{relay.smtps_port}", "--to", "smtps@dest.example",
         "--tls-on-connect", *tls_args(relay),
     )  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
     assert re.search(r"^<~ +250 2\.0\.0 ", run.stdout, re.M), run.stdout
-    sink.wait_for(1)
+    shared_sink.wait_for(1, where=to_prefix("smtps@"))

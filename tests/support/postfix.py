@@ -556,21 +556,30 @@ class SmtpSink:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def messages(self) -> list[SinkMessage]:
-        """Complete dumps so far, oldest first."""
+    def messages(self, where=None) -> list[SinkMessage]:
+        """Complete dumps so far, oldest first; only those WHERE(m) accepts."""
         done = []
         for path in sorted(self.dumps.glob("msg.*"), key=lambda p: p.stat().st_mtime):
             data = path.read_bytes()
             stable = self._sizes.get(path) == len(data)
             self._sizes[path] = len(data)
             if stable and data.endswith(b"\n\n"):
-                done.append(parse_dump(path, data))
+                message = parse_dump(path, data)
+                if where is None or where(message):
+                    done.append(message)
         return done
 
-    def wait_for(self, count: int, timeout_s: float = 30) -> list[SinkMessage]:
-        """At least COUNT complete messages, waiting for them."""
+    def wait_for(
+        self, count: int, timeout_s: float = 30, where=None
+    ) -> list[SinkMessage]:
+        """At least COUNT complete messages (that WHERE accepts), waiting for them."""
         return wait_until(
-            lambda: len(m := self.messages()) >= count and m,
+            lambda: len(m := self.messages(where)) >= count and m,
             timeout_s,
             f"{count} message(s) in {self.dumps}",
         )
+
+
+def to_prefix(prefix: str):
+    """A `where` filter: messages with a recipient starting with PREFIX."""
+    return lambda m: any(r.startswith(prefix) for r in m.recipients)
