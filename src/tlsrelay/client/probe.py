@@ -193,7 +193,7 @@ def _certificate(result: ProbeResult, where: str, need_trust: bool) -> list[Find
         found.append(
             F.warning(
                 "cert-expiring", f"{where}: certificate expires in {tls.days_left} days"
-            )  # fmt: skip
+            )
         )
     if tls.trusted is False:
         make = F.error if need_trust else F.warning

@@ -45,10 +45,29 @@ _LOCATION_HOST = re.compile(r"^(?P<loc>[a-z]{2,5})-tls\.(?P<domain>.+)$")
 
 # Lines that start with one of these are shell commands pasted into a map.
 SHELL_WORDS = {
-    "postmap", "postfix", "postconf", "postalias", "newaliases", "makemap",
-    "sudo", "systemctl", "service", "echo", "cat", "vi", "vim", "nano", "cp",
-    "mv", "chmod", "chown", "cd", "sh", "bash", "tlsrelay",
-}  # fmt: skip
+    "postmap",
+    "postfix",
+    "postconf",
+    "postalias",
+    "newaliases",
+    "makemap",
+    "sudo",
+    "systemctl",
+    "service",
+    "echo",
+    "cat",
+    "vi",
+    "vim",
+    "nano",
+    "cp",
+    "mv",
+    "chmod",
+    "chown",
+    "cd",
+    "sh",
+    "bash",
+    "tlsrelay",
+}
 
 MxLookup = Callable[[str], list[str]]
 
@@ -319,7 +338,7 @@ def _relay_entries(view: ConfigView, relay: Relay):
         for entry in parse_entries(mapfile):
             _, _, nexthop = entry.value.partition(":")
             hop = parse_nexthop(nexthop)
-            if hop and _is_relay(hop.host, relay):
+            if hop and is_relay(hop.host, relay):
                 yield entry
 
 
@@ -327,7 +346,7 @@ def parse_entries(mapfile: MapFile) -> list[MapEntry]:
     return parse_map(mapfile.text) if mapfile.text is not None else []
 
 
-def _is_relay(host: str, relay: Relay) -> bool:
+def is_relay(host: str, relay: Relay) -> bool:
     host = host.lower()
     other = Relay(host)
     return host == relay.host or bool(other.location and other.domain == relay.domain)
@@ -481,13 +500,13 @@ def _entry_hop(entry, path, transport, nexthop, relay, view, mx) -> list[Finding
                 entry.line,
             )
         ]
-    if hop.port_in_brackets or _is_relay(hop.host, relay):
+    if hop.port_in_brackets or is_relay(hop.host, relay):
         return check_hop(hop, relay, where, view, mx)
     return []
 
 
 def _right_hop(hop: NextHop | None, relay: Relay) -> str:
-    if hop is None or _is_relay(hop.host, relay):
+    if hop is None or is_relay(hop.host, relay):
         return relay.nexthop()
     return str(NextHop(hop.host, hop.port, True))
 

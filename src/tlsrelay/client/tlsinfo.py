@@ -145,8 +145,16 @@ def report(
     certs = [x509.load_der_x509_certificate(d) for d in ders]
     cipher, _, bits = sock.cipher() or ("", "", 0)
     if not certs:
-        return TlsReport(sock.version() or "", cipher, bits, [], False, 0, False,
-                         "the server sent no certificate")  # fmt: skip
+        return TlsReport(
+            sock.version() or "",
+            cipher,
+            bits,
+            [],
+            False,
+            0,
+            False,
+            "the server sent no certificate",
+        )
     leaf = certs[0]
     trusted, detail = verify(certs, server_name, cafile, now)
     return TlsReport(
