@@ -187,7 +187,7 @@ class Capabilities:
     def size_limit(self) -> int:
         """RFC 1870 fixed limit; 0 means none declared."""
         value = self.keywords.get("SIZE", "")
-        return int(value) if value.isdigit() else 0
+        return int(value) if value.isascii() and value.isdigit() else 0
 
 
 # -- TLS decision ------------------------------------------------------------

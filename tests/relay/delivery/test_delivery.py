@@ -236,6 +236,20 @@ def test_failed_starttls_never_falls_back_to_plaintext(world, make_mx, options, 
     assert entry.state.recipients[0].last_error.startswith(error)
 
 
+def test_case16_multiline_greeting_then_helo_fallback(world, make_mx):
+    greeting = ("220-mx.example.org first line", "220 mx.example.org ESMTP")
+    mx = make_mx(greeting=greeting, ehlo_reply="502 5.5.1 No EHLO here")
+    point_mx(world, mx)
+    world.queue("b@example.org")
+    world.rounds()
+    [msg] = mx.messages
+    assert mx.sessions[0].commands[:2] == [
+        "EHLO relay.example.net",
+        "HELO relay.example.net",
+    ]
+    assert msg.tls == ""  # HELO: no STARTTLS keyword, plaintext is `may`
+
+
 # -- the cases ---------------------------------------------------------------
 
 
