@@ -136,6 +136,8 @@ class Dialogue:
         hostname = None if _is_ip(server_name) else server_name
         try:
             self.sock = context.wrap_socket(self.sock, server_hostname=hostname)
+        except ssl.SSLCertVerificationError as exc:
+            raise DialogueError(exc.verify_message, "cert-verify-failed") from exc
         except (OSError, ssl.SSLError) as exc:
             raise DialogueError(
                 f"TLS handshake failed: {exc}", "tls-handshake-failed"

@@ -68,7 +68,25 @@ class ProbeOptions:
 
 
 def probe(host: str, address: str, port: int, options: ProbeOptions) -> ProbeResult:
-    """Talk to ADDRESS:PORT as to HOST; every failure lands in result.error."""
+    """Talk to ADDRESS:PORT as to HOST; every failure lands in result.error.
+
+    With a CA bundle the first session verifies the chain; if OpenSSL refuses
+    it, a second session without verification gathers the details to show.
+    """
+    cafile = options.cafile if options.cafile and options.cafile.exists() else None
+    if cafile is None:
+        trust = (None, f"not verified: no CA bundle ({options.cafile or 'none'})")
+        return _attempt(host, address, port, options, None, trust)
+    result = _attempt(host, address, port, options, cafile, (True, ""))
+    if result.error_code != "cert-verify-failed":
+        return result
+    refused = (False, f"not trusted by {cafile}: {result.error}")
+    return _attempt(host, address, port, options, None, refused)
+
+
+def _attempt(host, address, port, options, cafile, trust) -> ProbeResult:
+    if trust[0] and not trust[1]:
+        trust = (True, f"trusted by {cafile}")
     result = ProbeResult(host, port, address, options.smtps)
     try:
         dialogue = Dialogue.connect(address, port, options.timeout_s, options.source_ip)
@@ -76,7 +94,7 @@ def probe(host: str, address: str, port: int, options: ProbeOptions) -> ProbeRes
         result.fail(exc.code, str(exc))
         return result
     try:
-        _session(dialogue, result, options)
+        _session(dialogue, result, options, cafile, trust)
     except DialogueError as exc:
         result.fail(exc.code, str(exc))
     finally:
@@ -84,9 +102,9 @@ def probe(host: str, address: str, port: int, options: ProbeOptions) -> ProbeRes
     return result
 
 
-def _session(dialogue: Dialogue, result: ProbeResult, options: ProbeOptions):
+def _session(dialogue, result: ProbeResult, options: ProbeOptions, cafile, trust):
     helo = options.helo or socket.getfqdn()
-    context, capture = tlsinfo.client_context()
+    context, capture = tlsinfo.client_context(cafile)
     if options.smtps:
         dialogue.start_tls(context, result.host)
     greeting = dialogue.read_reply()
@@ -110,9 +128,7 @@ def _session(dialogue: Dialogue, result: ProbeResult, options: ProbeOptions):
             result.fail("starttls-refused", f"STARTTLS refused: {reply}")
             return
         result.extensions_tls = _ehlo(dialogue, helo)
-    result.tls = tlsinfo.report(
-        dialogue.sock, capture, result.host, options.cafile, options.now
-    )
+    result.tls = tlsinfo.report(dialogue.sock, capture, result.host, trust, options.now)
     if options.access_host:
         _access(dialogue, result, options.access_host)
 

@@ -1,9 +1,10 @@
 """What a TLS handshake showed: version, cipher, certificate chain, trust.
 
-The handshake itself verifies nothing (CERT_NONE), so that a broken
-certificate is still reported in full; trust is judged afterwards with
-cryptography's X.509 verifier against a CA bundle, and the name match and
-expiry are computed here. TLS 1.2 is the minimum we offer.
+Trust is judged as Postfix judges it, by OpenSSL during the handshake
+against a CA bundle; a chain it refuses fails that handshake, so probe.py
+then reconnects without verification to still report the certificate in
+full. The name match (RFC 6125) and the expiry are computed here. TLS 1.2
+is the minimum we offer.
 
 Python 3.11 gives only the leaf certificate of a connection. The chain the
 server sent is read from the decrypted Certificate handshake message through
@@ -17,14 +18,12 @@ trusts a certificate because the handshake succeeded.
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.x509.oid import ExtensionOID, NameOID
-from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
 _CERTIFICATE = 11  # handshake message type
 
@@ -40,10 +39,14 @@ class Capture:
             self.messages.append((int(version), bytes(data)))
 
 
-def client_context() -> tuple[ssl.SSLContext, Capture]:
+def client_context(cafile: Path | None = None) -> tuple[ssl.SSLContext, Capture]:
+    """A client context; with CAFILE, OpenSSL verifies the chain (not the name)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
+    if cafile is None:
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        context.load_verify_locations(cafile=str(cafile))
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     capture = Capture()
     if hasattr(context, "_msg_callback"):
@@ -134,9 +137,10 @@ def report(
     sock: ssl.SSLSocket,
     capture: Capture,
     server_name: str,
-    cafile: Path | None,
+    trust: tuple[bool | None, str],
     now: dt.datetime | None = None,
 ) -> TlsReport:
+    """The report of an established connection; TRUST is (trusted, detail)."""
     now = now or dt.datetime.now(dt.UTC)
     ders = [c for v, m in capture.messages for c in parse_certificate_message(v, m)]
     if not ders:
@@ -156,7 +160,7 @@ def report(
             "the server sent no certificate",
         )
     leaf = certs[0]
-    trusted, detail = verify(certs, server_name, cafile, now)
+    trusted, detail = trust
     return TlsReport(
         version=sock.version() or "",
         cipher=cipher,
@@ -167,30 +171,3 @@ def report(
         trusted=trusted,
         trust_detail=detail,
     )
-
-
-def verify(
-    certs: list[x509.Certificate],
-    server_name: str,
-    cafile: Path | None,
-    now: dt.datetime,
-) -> tuple[bool | None, str]:
-    """Does the chain lead to a CA in CAFILE, valid now, for SERVER_NAME?"""
-    if cafile is None or not cafile.exists():
-        return None, f"no CA bundle to verify with ({cafile or 'none given'})"
-    try:
-        anchors = x509.load_pem_x509_certificates(cafile.read_bytes())
-    except (OSError, ValueError) as exc:
-        return None, f"cannot read CA bundle {cafile}: {exc}"
-    try:
-        subject: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(server_name))
-    except ValueError:
-        subject = x509.DNSName(server_name)
-    verifier = (
-        PolicyBuilder().store(Store(anchors)).time(now).build_server_verifier(subject)
-    )
-    try:
-        verifier.verify(certs[0], certs[1:])
-    except VerificationError as exc:
-        return False, f"not trusted by {cafile}: {exc}"
-    return True, f"trusted by {cafile}"
