@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from support import postfix
 from support.postfix import PostfixInstance, SmtpSink, _pid_alive, children_of
 
 pytestmark = pytest.mark.interop
@@ -61,3 +62,21 @@ def test_bounce_to_local_sender_lands_in_mailbox(tmp_path):
             [bounce] = mta.wait_for_mailbox(1)
     assert b"Undelivered Mail Returned to Sender" in bounce
     assert b"bob@dest.example" in bounce
+
+
+def test_destination_instance_stores_mail_in_its_mailbox(tmp_path):
+    dest = postfix.destination(tmp_path / "dest", ["dest.example"])
+    with dest:
+        sender = PostfixInstance(
+            tmp_path / "sender",
+            "sender",
+            {"relayhost": f"[127.0.0.1]:{dest.port}", "smtp_bind_address": "127.0.0.2"},
+        )
+        with sender:
+            sender.sendmail(
+                "alice@sender.test", ["bob@dest.example"], b"Subject: to dest\n\nhi\n"
+            )
+            [got] = dest.wait_for_mailbox(1)
+    assert b"Subject: to dest" in got
+    assert b"Delivered-To: bob@dest.example" in got
+    assert f"relay=127.0.0.1[127.0.0.1]:{dest.port}" in sender.maillog()
