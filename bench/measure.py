@@ -61,6 +61,51 @@ def tree_memory_kib(pid: int) -> tuple[int, int]:
     return rss, pss
 
 
+def _role(pid: int, comm: str) -> str:
+    """Postfix's processes by program name, tlsrelay's by module."""
+    if not comm.startswith("python") and comm != "tlsrelay":
+        return comm
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().decode(errors="replace")
+    except OSError:
+        return comm
+    for name in ("worker", "delivery", "control"):
+        if f"tlsrelay.relay.{name}" in argv or f"tlsrelay.{name}" in argv:
+            return name
+    return "supervisor" if "serve" in argv else comm
+
+
+def tree_cpu(pid: int) -> dict[int, tuple[str, float, float]]:
+    """{pid: (role, own CPU s, CPU s of its reaped children)} over the tree."""
+    out = {}
+    for p in tree_pids(pid):
+        try:
+            with open(f"/proc/{p}/stat", "rb") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        comm = raw[raw.index(b"(") + 1 : raw.rindex(b")")].decode(errors="replace")
+        fields = raw.rsplit(b")", 1)[1].split()
+        own = (int(fields[11]) + int(fields[12])) / CLK_TCK
+        reaped = (int(fields[13]) + int(fields[14])) / CLK_TCK
+        out[p] = (_role(p, comm), own, reaped)
+    return out
+
+
+def cpu_by_role(before: dict, after: dict) -> dict[str, float]:
+    """CPU seconds per role between two tree_cpu() snapshots. Processes that
+    exited and were reaped meanwhile count under "(reaped)"; ones that exited
+    unreaped (their parent also gone) are lost, which this bench never sees."""
+    roles: dict[str, float] = {}
+    for p, (role, own, reaped) in after.items():
+        _, own0, reaped0 = before.get(p, (role, 0.0, 0.0))
+        roles[role] = roles.get(role, 0.0) + own - own0
+        if reaped - reaped0 > 0:
+            roles["(reaped)"] = roles.get("(reaped)", 0.0) + reaped - reaped0
+    return {r: round(v, 3) for r, v in sorted(roles.items(), key=lambda kv: -kv[1])}
+
+
 class Sampler(threading.Thread):
     """Samples memory and probes in the background until `stop()`."""
 

@@ -167,6 +167,7 @@ def markdown(document: dict) -> str:
             ratios = [ratio(scn["median"].get(s, {}).get(metric), base) for s in others]
             row = [label, *map(_fmt, cells), *map(_ratio_cell, ratios)]
             lines.append("| " + " | ".join(row) + " |")
+        lines += _cpu_lines(scn, servers)
         lines += _queue_lines(scn, servers)
     return "\n".join([*lines, "", END])
 
@@ -200,6 +201,27 @@ def _summary(doc: dict, others: list[str]) -> list[str]:
             f"| {key} | {label} | " + " | ".join([*cells, *ratios, target]) + " |"
         )
     return lines
+
+
+def _cpu_lines(scn: dict, servers: list[str]) -> list[str]:
+    """Median CPU per message (or session) of each kind of server process."""
+    out = ["", "Server CPU ms per message by process (median of runs):", ""]
+    if scn["kind"] == "idle":
+        out[1] = "Server CPU ms per session by process (median of runs):"
+    for server in servers:
+        per_role: dict[str, list[float]] = {}
+        for run in scn["runs"].get(server) or []:
+            n = value(run, "accepted") or value(run, "sessions_open") or 0
+            for role, cpu_s in run.get("cpu_s_by_process", {}).items():
+                if n:
+                    per_role.setdefault(role, []).append(cpu_s * 1000 / n)
+        cells = sorted(
+            ((statistics.median(v), role) for role, v in per_role.items()),
+            reverse=True,
+        )
+        shown = ", ".join(f"{role} {ms:.2f}" for ms, role in cells if ms >= 0.01)
+        out.append(f"- {server}: {shown or '—'}")
+    return out
 
 
 def _queue_lines(scn: dict, servers: list[str]) -> list[str]:

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from measure import Sampler, machine_busy_s, run_load
+from measure import Sampler, cpu_by_role, machine_busy_s, run_load, tree_cpu
 from spy import Profiler
 
 KIB = 1024
@@ -111,10 +111,12 @@ def measure(scn: Scenario, server, sink, profile_dir: Path | None = None) -> dic
     if profiler:
         profiler.start()
     busy0 = machine_busy_s()
+    cpu0 = tree_cpu(server.pid)
     sampler.start()
     load = run_load(load_args(scn, server.port, server.pid, scn.messages), 400)
     sink_at_end = sink.delivered()
     sampler.stop()
+    cpu_split = cpu_by_role(cpu0, tree_cpu(server.pid))
     hot_spots = profiler.stop() if profiler else None
     busy_s = machine_busy_s() - busy0
     drain_s = wait_drained(server)
@@ -129,6 +131,7 @@ def measure(scn: Scenario, server, sink, profile_dir: Path | None = None) -> dic
         "drain_s": drain_s,
         "delivered": sink.delivered() - base["sink"],
         "series": sampler.series,
+        "cpu_s_by_process": cpu_split,
         **({"profile": hot_spots} if hot_spots else {}),
     }
     metrics.update(KIND_METRICS[scn.kind](scn, load, base, sampler, sink_at_end))
