@@ -10,7 +10,13 @@ from __future__ import annotations
 import pytest
 
 from support import postfix
-from support.postfix import PostfixInstance, SmtpSink, _pid_alive, children_of
+from support.postfix import (
+    PostfixInstance,
+    SmtpSink,
+    _pid_alive,
+    children_of,
+    wait_until,
+)
 
 pytestmark = pytest.mark.interop
 
@@ -30,8 +36,9 @@ def test_sendmail_reaches_sink_and_stop_leaves_nothing(tmp_path):
     with SmtpSink(tmp_path / "sink") as sink:
         mta = relaying_to(tmp_path, sink).start()
         try:
-            daemons = children_of(mta.master_pid)
-            assert daemons, "master started no daemons"
+            daemons = wait_until(
+                lambda: children_of(mta.master_pid), 10, "qmgr and pickup to start"
+            )
             mta.sendmail(
                 "alice@customer.test",
                 ["bob@dest.example", "carol@dest.example"],
