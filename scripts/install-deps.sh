@@ -3,6 +3,7 @@
 # Runs apt-get only as root; otherwise it names what is missing and fails,
 # since a test that lacks its tool must fail, not skip.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 # command -> Debian package
 declare -A wanted=(
@@ -22,6 +23,18 @@ for cmd in "${!wanted[@]}"; do
     command -v "$cmd" >/dev/null 2>&1 || missing+=("${wanted[$cmd]}")
   fi
 done
+# CPython's email test messages (tests/interop/test_relay_content.py): Debian
+# ships Lib/test/test_email in a separate package; other builds include it.
+python=python3
+[ -x .venv/bin/python ] && python=.venv/bin/python
+if ! "$python" -c "import test.test_email" 2>/dev/null; then
+  if [ "$("$python" -c 'import sys; print(sys.base_prefix)')" = /usr ]; then
+    missing+=("$("$python" -c 'import sys; print("libpython%d.%d-testsuite" % sys.version_info[:2])')")
+  else
+    echo "warning: $python lacks test.test_email (CPython's test suite)" >&2
+  fi
+fi
+
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" != 0 ]; then
