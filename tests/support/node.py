@@ -181,6 +181,7 @@ class Node:
         argv = self.command() + ["serve", *extra]
         if not self.control:
             argv += ["--without", "control"]
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         self._log_file = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             argv,
@@ -189,7 +190,7 @@ class Node:
             stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + START_TIMEOUT_S
-        while READY_TEXT not in self.log_text():
+        while READY_TEXT not in self.log_text()[offset:]:
             if self.proc.poll() is not None:
                 raise AssertionError(
                     f"serve exited with {self.proc.returncode}; {self.describe()}:\n"

@@ -554,8 +554,12 @@ class Session(asyncio.Protocol):
 
     # -- bytes out and the end -----------------------------------------------
 
-    def _flush(self) -> None:
-        """Send everything this turn produced in one write."""
+    def _flush(self, final: bool = False) -> None:
+        """Send everything this turn produced in one write.
+
+        FINAL adds TLS's close_notify, so the last replies and the alert
+        leave together too.
+        """
         if self.closed or self.transport is None:
             return
         plain = self.conn.data_to_send() if self.conn is not None else b""
@@ -564,6 +568,8 @@ class Session(asyncio.Protocol):
             return
         if plain:
             self.tls.write(plain)
+        if final and self.tls.established:
+            self.tls.close()
         self._write(self.tls.take_output())
 
     def _write(self, data: bytes) -> None:
@@ -573,10 +579,7 @@ class Session(asyncio.Protocol):
     def _close(self, reason: str) -> None:
         if self.closed:
             return
-        self._flush()
-        if self.tls is not None and self.tls.established:
-            self.tls.close()
-            self._write(self.tls.take_output())
+        self._flush(final=True)
         self.closed = True
         self._log_disconnect(reason)
         if self.transport is not None:
