@@ -147,6 +147,11 @@ def run_scenario(args, scn, cert: Certificate, work: Path) -> dict:
 
 def _print_profile(roles: dict) -> None:
     for role, found in sorted(roles.items()):
+        if role == "perf":
+            for sort, rows in found.items():
+                print(f"    perf by {sort}:", file=sys.stderr)
+                print("      " + "\n      ".join(rows), file=sys.stderr)
+            continue
         busy = f"{found['samples']} samples, {found['busy_thread_s']} s busy threads"
         print(f"    {role}: {busy}", file=sys.stderr)
         for kind in ("own", "inclusive"):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from measure import Sampler, cpu_by_role, machine_busy_s, run_load, tree_cpu
-from spy import Profiler
+from spy import Both
 
 KIB = 1024
 MIB = 1024 * 1024
@@ -107,7 +107,7 @@ def measure(scn: Scenario, server, sink, profile_dir: Path | None = None) -> dic
     probes = {"queue": server.queue_length, "sink": sink.delivered}
     sampler = Sampler(server.pid, probes)
     base = sampler.sample()
-    profiler = Profiler(server.pid, profile_dir) if profile_dir else None
+    profiler = Both(server.pid, profile_dir) if profile_dir else None
     if profiler:
         profiler.start()
     busy0 = machine_busy_s()

@@ -72,6 +72,66 @@ class Profiler:
         return summary([(name, out) for name, out, _ in self.procs])
 
 
+class PerfProfiler:
+    """`perf record -e cpu-clock` over the node's processes: where CPU time
+    goes by shared object (CPython, OpenSSL, kernel, uvloop) and by symbol.
+    cpu-clock samples only running threads, so unlike py-spy's stacks it
+    never counts a thread waiting in fsync."""
+
+    def __init__(self, root_pid: int, out_dir: Path) -> None:
+        self.root_pid = root_pid
+        self.data = out_dir / "perf.data"
+        self.proc: subprocess.Popen | None = None
+        self.roles: dict[int, str] = {}
+
+    def start(self) -> None:
+        self.data.parent.mkdir(parents=True, exist_ok=True)
+        tree = [self.root_pid, *descendants(self.root_pid)]
+        self.roles = {pid: role(pid) for pid in tree}
+        pids = ",".join(map(str, tree))
+        cmd = ["perf", "record", "-e", "cpu-clock", "-F", "499", "-p", pids]
+        cmd += ["-o", str(self.data)]
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    def stop(self) -> dict[str, list]:
+        if self.proc is None:
+            return {}
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        found = {key: self._report(key) for key in ("pid,dso", "dso,sym")}
+        found["pids"] = [f"{pid} {name}" for pid, name in self.roles.items()]
+        return found
+
+    def _report(self, sort: str, top: int = 25) -> list:
+        cmd = ["perf", "report", "-i", str(self.data), "--stdio", "--sort", sort]
+        done = subprocess.run(
+            [*cmd, "--percent-limit", "0.5"], capture_output=True, text=True
+        )
+        rows = [line.strip() for line in done.stdout.splitlines()]
+        return [r for r in rows if r and not r.startswith("#")][:top]
+
+
+class Both:
+    """py-spy and perf together (--profile)."""
+
+    def __init__(self, root_pid: int, out_dir: Path) -> None:
+        self.parts = [Profiler(root_pid, out_dir), PerfProfiler(root_pid, out_dir)]
+
+    def start(self) -> None:
+        for part in self.parts:
+            part.start()
+
+    def stop(self) -> dict:
+        stacks, perf = (part.stop() for part in self.parts)
+        return {**stacks, "perf": perf}
+
+
 def _frame_name(frame: str) -> str:
     """`func (path/to/mod.py:123)` -> `mod.py:func`, lines merged."""
     m = FRAME.match(frame.strip())
