@@ -129,6 +129,11 @@ def test_idle_session_times_out_with_421(tmp_path):
         with node.connect() as smtp:
             smtp.expect(220)
             assert smtp.read_reply() == (421, [reply_line(replies.TIMEOUT)])
+        # A peer that never starts its handshake is closed without a word.
+        with SmtpWire.connect("127.0.0.1", node.smtps_port) as raw:
+            assert raw.sock.recv(100) == b""
+        assert "reason=timeout" in node.log_text()
+        assert "Traceback" not in node.log_text()
 
 
 @pytest.mark.parametrize("port", ["submission", "smtps"])

@@ -174,3 +174,26 @@ def test_reading_pauses_while_the_message_is_committed(listener, ca):
         assert len(listener.spool.ids()) == 1
 
     asyncio.run(main())
+
+
+def test_a_bug_of_ours_answers_421_and_closes(listener, ca, monkeypatch, caplog):
+    def broken(ip):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(listener.access, "decide", broken)
+
+    async def main():
+        transport = RecordingTransport()
+        session = Session(listener, SMTPS)
+        session.connection_made(transport)
+        client = TlsClient(ca)
+        handshake_smtps(session, transport, client)
+        client.obj.write(b"EHLO client.example\r\nMAIL FROM:<a@example.com>\r\n")
+        session.data_received(client.outgoing.read())
+        answers = client.receive(b"".join(transport.writes[2:]))
+        assert answers.endswith(b"421 4.3.0 Internal error, closing connection\r\n")
+        assert b"simulated" not in answers
+        assert transport.closed
+
+    asyncio.run(main())
+    assert "simulated bug" in caplog.text

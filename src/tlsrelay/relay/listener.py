@@ -128,7 +128,12 @@ class Listener:
         )
 
     def is_proxy(self, ip: str) -> bool:
-        addr = ipaddress.ip_address(ip)
+        if not self.proxy_from:
+            return False
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
         return any(addr in net for net in self.proxy_from)
 
     def forget(self, session: Session) -> None:
@@ -234,20 +239,36 @@ class Session(asyncio.Protocol):
         if self.closed:
             return
         self.last_activity = time.monotonic()
-        if self.proxy_buffer is not None:
-            self._proxy_data(data)
-            return
-        if self.first_data:
-            self.first_data = False
-            if len(data) >= 5 and proxyproto.looks_like_header(data):
-                self._protocol_error("proxy-header-not-allowed")
+        try:
+            if self.proxy_buffer is not None:
+                self._proxy_data(data)
                 return
-        self._receive(data)
+            if self.first_data:
+                self.first_data = False
+                if len(data) >= 5 and proxyproto.looks_like_header(data):
+                    self._protocol_error("proxy-header-not-allowed")
+                    return
+            self._receive(data)
+        except Exception:
+            self._internal_error()
 
     def eof_received(self) -> bool:
         if not self.closed and self.conn is not None:
-            self._receive(b"")
+            try:
+                self._receive(b"")
+            except Exception:
+                self._internal_error()
         return False
+
+    def _internal_error(self) -> None:
+        """A bug of ours: log it with its traceback, tell the peer 421, close."""
+        log.exception("session %s from %s failed", self.id, self.peer_ip)
+        try:
+            self._abort_with(replies.INTERNAL_ERROR, "internal-error")
+        except Exception:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.timer is not None:
@@ -414,6 +435,14 @@ class Session(asyncio.Protocol):
         task.add_done_callback(lambda done: self._committed(done, event.envelope))
 
     def _committed(self, done: asyncio.Future[str], envelope: events.Envelope) -> None:
+        try:
+            self._after_commit(done, envelope)
+        except Exception:
+            self._internal_error()
+
+    def _after_commit(
+        self, done: asyncio.Future[str], envelope: events.Envelope
+    ) -> None:
         assert self.conn is not None and self.writer is not None
         writer, self.writer = self.writer, None
         self.committing = False
@@ -566,10 +595,15 @@ class Session(asyncio.Protocol):
         if self.tls is None:
             self._write(plain)
             return
-        if plain:
-            self.tls.write(plain)
-        if final and self.tls.established:
-            self.tls.close()
+        # Before the handshake completes there is nothing to say inside TLS.
+        if self.tls.established:
+            try:
+                if plain:
+                    self.tls.write(plain)
+                if final:
+                    self.tls.close()
+            except TlsError:
+                pass
         self._write(self.tls.take_output())
 
     def _write(self, data: bytes) -> None:
