@@ -170,10 +170,8 @@ class Session(asyncio.Protocol):
         self.first_data = True
         self.helo = ""
         self.esmtp = False
-        self.sender: str | None = None
         self.declared_size = 0
         self.writer: Writer | None = None
-        self.write_failed = False
         self.committing = False
         self.write_paused = False
         self.closed = False
@@ -208,7 +206,7 @@ class Session(asyncio.Protocol):
             "connect",
             session=self.id,
             client=self.peer_ip,
-            port=self.peer_port,
+            client_port=self.peer_port,
             service=self.kind,
         )
         if self.listener.closing:
@@ -389,7 +387,6 @@ class Session(asyncio.Protocol):
         if reply is not None:
             self._reject(reply, "MAIL", event.sender)
             return
-        self.sender = event.sender
         self.declared_size = event.params.size or 0
         self.conn.accept()
 
@@ -400,7 +397,6 @@ class Session(asyncio.Protocol):
     def _on_data(self, event: events.DataStart) -> None:
         assert self.conn is not None
         spool = self.listener.spool
-        self.write_failed = False
         if not spool.has_room(self.declared_size):
             self._reject(replies.SPOOL_FULL, "DATA", event.envelope.sender)
             return
@@ -422,11 +418,9 @@ class Session(asyncio.Protocol):
         except SpoolFull as exc:
             log.warning("spool write failed: %s", exc)
             self.writer = None
-            self.write_failed = True
 
     def _on_end(self, event: events.MessageEnd) -> None:
         if self.writer is None:
-            self.write_failed = False
             self._reject(replies.SPOOL_FULL, "END-OF-DATA", event.envelope.sender)
             return
         self.committing = True
@@ -472,7 +466,6 @@ class Session(asyncio.Protocol):
         if self.writer is not None:
             self.writer.abort()
             self.writer = None
-        self.write_failed = False
         if event.reply is not None:
             mail_log(
                 None,
