@@ -155,3 +155,17 @@ def test_peer_closing_mid_message_leaves_nothing(tmp_path, port):
             wait_for(node.leftovers, 5, "the reception to start")
         wait_for(lambda: not node.leftovers(), 5, "tmp/ to be cleaned")
         assert node.queued() == []
+
+
+def test_client_talking_before_a_delayed_greeting_is_refused(tmp_path):
+    # Case 16: with greeting_delay_s set, bytes before the 220 mark a bot.
+    node = Node.create(tmp_path, overrides={"limits": {"greeting_delay_s": 0.5}})
+    with node:
+        node.start("--without", "delivery")
+        with node.connect() as smtp:
+            smtp.send(b"EHLO early.example\r\n")
+            assert smtp.read_reply() == (554, [reply_line(replies.EARLY_TALKER)])
+            assert smtp.read_reply() == (0, [])
+        with node.connect() as smtp:
+            smtp.expect(220)
+            smtp.command("EHLO patient.example", 250)
