@@ -181,7 +181,7 @@ def test_browser_enablement_releases_held_postfix_mail(site, tmp_path):
             # Pending: 450 4.7.1, and Postfix keeps the mail it sends now.
             code, text = wait_for(
                 lambda: (r := access_reply(node, ip))[0] == 450 and r,
-                APPROVE_WITHIN_S,
+                5,
                 f"450 for the pending {ip}; {site.evidence()}",
             )
             assert text.startswith("4.7.1"), text
@@ -210,7 +210,9 @@ def test_browser_enablement_releases_held_postfix_mail(site, tmp_path):
             assert "said: 450 4.7.1 " in reason, reason
             sent_content = queued_content(mta, queue_id)
             assert b"\n\nSent before approval.\n" in sent_content, sent_content
-            assert sink.messages(postfix.to_prefix("held-")) == []
+            assert not [
+                p for p in sink.dumps.glob("msg.*") if b"held-bob" in p.read_bytes()
+            ], f"the relay passed on mail from a pending IP; {site.evidence()}"
 
             # Staff approve; the relay accepts that IP within a second.
             staff = browser.new_context().new_page()
