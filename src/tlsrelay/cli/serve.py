@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     if removed:
         log.info("removed %d unfinished receptions from %s", removed, spool.tmp_dir)
 
-    workers = settings.listen.workers or os.cpu_count() or 1
+    workers = settings.listen.workers or len(os.sched_getaffinity(0)) or 1
     modules = [m for name, m in OPTIONAL.items() if name not in args.without]
     sup = supervisor.Supervisor(
         settings.path, workers, "DEBUG" if verbose else "INFO", modules

@@ -6,6 +6,9 @@ SO_REUSEPORT, so the kernel spreads new connections over the workers. When
 all addresses listen it writes "ready" to the file descriptor given with
 --ready-fd, which is how the supervisor knows the relay is up.
 
+TLSRELAY_LOOP=asyncio in the environment selects asyncio's own event loop
+instead of uvloop (for benchmarks).
+
 Signals: SIGHUP reloads the certificate for new handshakes (sessions keep
 theirs); SIGTERM or SIGINT stop accepting, let running transactions finish
 for up to `GRACE_S`, then close what is left with 421.
@@ -111,10 +114,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(main_coro) -> None:
-    """Run on uvloop when it is installed, else on asyncio's default loop."""
+    """Run on uvloop when it is installed, else on asyncio's default loop.
+
+    TLSRELAY_LOOP=asyncio in the environment forces asyncio's own loop, so a
+    benchmark can compare the two.
+    """
     try:
         import uvloop
     except ImportError:
+        uvloop = None
+    if uvloop is None or os.environ.get("TLSRELAY_LOOP") == "asyncio":
         asyncio.run(main_coro)
         return
     uvloop.run(main_coro)
