@@ -11,7 +11,7 @@ import subprocess
 import pytest
 import trustme
 
-from support.node import HOSTNAME, Node, pid_gone, wait_for
+from support.node import HOSTNAME, Node, free_port, pid_gone, wait_for
 from tlsrelay.smtp import replies
 
 MESSAGE = b"Subject: test\r\n\r\nhello\r\n"
@@ -114,3 +114,14 @@ def test_serve_refuses_a_port_in_use(tmp_path):
         )
     assert result.returncode != 0
     assert f"127.0.0.1:{node.smtps_port} (smtps): already in use" in result.stderr
+
+
+def test_serve_starts_when_the_store_is_unreachable(tmp_path):
+    # DESIGN.md: a store outage never stops mail that is already allowed.
+    store = {"url": f"postgresql+psycopg://tlsrelay@127.0.0.1:{free_port()}/none"}
+    with Node.create(tmp_path, overrides={"store": store}) as node:
+        node.start("--without", "delivery")
+        assert "starting anyway" in node.log_text()
+        node.publish(allowed=["127.0.0.1"])
+        with node.open_session() as smtp:
+            smtp.command("MAIL FROM:<a@example.com>", 250)

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     for kind, address in listen_addresses(settings):
         check_free(kind, address)
 
-    upgrade_store(settings)
+    upgrade_store(settings, required=False)
     spool = Spool(settings.spool.path).create()
     removed = spool.clean_tmp()
     if removed:
@@ -98,16 +98,26 @@ def check_free(kind: str, address: str) -> None:
             ) from None
 
 
-def upgrade_store(settings: config.Settings) -> None:
-    """Create or migrate the control store when the control plane is installed."""
+def upgrade_store(settings: config.Settings, required: bool = True) -> None:
+    """Create or migrate the control store when the control plane is installed.
+
+    With REQUIRED false (serve), an unreachable store is only a warning: the
+    listeners serve from the last snapshot and the control process retries.
+    """
     try:
         db = importlib.import_module("tlsrelay.control.db")
+        errors = importlib.import_module("tlsrelay.control.errors")
     except ModuleNotFoundError as exc:
-        if exc.name not in ("tlsrelay.control.db", "tlsrelay.control"):
+        if exc.name not in ("tlsrelay.control.db", "tlsrelay.control.errors"):
             raise
         log.warning("control plane not installed; store not checked")
         return
-    db.upgrade(settings)
+    try:
+        db.upgrade(settings)
+    except errors.StoreUnavailable as exc:
+        if required:
+            raise CommandError(str(exc)) from None
+        log.warning("%s; starting anyway, the last snapshot stays in force", exc)
 
 
 def print_banner(settings: config.Settings, workers: int) -> None:
