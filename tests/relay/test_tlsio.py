@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import ssl
 
 import pytest
@@ -169,3 +170,13 @@ def test_failed_reload_keeps_the_old_certificate(cert_files):
     cert_files[0].write_text("not a certificate")
     assert not store.reload()
     assert store.context is before
+
+
+def test_a_certificate_close_to_expiry_is_reported(tmp_path, caplog):
+    ca = trustme.CA()
+    soon = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=3)
+    issued = ca.issue_cert(HOST, not_after=soon)
+    issued.cert_chain_pems[0].write_to_path(tmp_path / "cert.pem")
+    issued.private_key_pem.write_to_path(tmp_path / "key.pem")
+    CertificateStore(tmp_path / "cert.pem", tmp_path / "key.pem")
+    assert "expires in 2.9 days" in caplog.text or "expires in 3.0 days" in caplog.text

@@ -31,14 +31,19 @@ material.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import ssl
 from pathlib import Path
+
+from cryptography import x509
 
 log = logging.getLogger(__name__)
 
 # TLS 1.2 suites: forward secrecy (ECDHE) and AEAD only.
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL"
+# Renew before customers' verifying MTAs start to defer (case 20).
+EXPIRY_WARNING_DAYS = 14
 # One read of plaintext; a TLS record carries at most 16 KiB.
 READ_CHUNK = 16 * 1024
 
@@ -82,6 +87,24 @@ def _reason(exc: Exception) -> str:
     return str(exc)
 
 
+def days_left(cert: Path, now: datetime.datetime | None = None) -> float:
+    """Days until the first certificate in CERT expires (negative: expired)."""
+    first = x509.load_pem_x509_certificate(cert.read_bytes())
+    now = now or datetime.datetime.now(datetime.UTC)
+    return (first.not_valid_after_utc - now).total_seconds() / 86400
+
+
+def warn_if_expiring(cert: Path) -> None:
+    try:
+        left = days_left(cert)
+    except (OSError, ValueError):
+        return
+    if left < 0:
+        log.error("certificate %s expired %.0f days ago", cert, -left)
+    elif left < EXPIRY_WARNING_DAYS:
+        log.warning("certificate %s expires in %.1f days", cert, left)
+
+
 class CertificateStore:
     """The context for new handshakes, reloadable from the configured files."""
 
@@ -89,6 +112,7 @@ class CertificateStore:
         self.cert = cert
         self.key = key
         self.context = server_context(cert, key)
+        warn_if_expiring(cert)
 
     def reload(self) -> bool:
         """Load the files again; on failure keep the current context."""
@@ -98,6 +122,7 @@ class CertificateStore:
             log.error("certificate reload failed, keeping the old one: %s", exc)
             return False
         log.info("certificate reloaded from %s", self.cert)
+        warn_if_expiring(self.cert)
         return True
 
     def session(self) -> TlsSession:
