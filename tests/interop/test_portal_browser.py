@@ -3,13 +3,16 @@
 A real control process serves the portal (uvicorn) on a free loopback port.
 A customer logs in, submits the "enable TLS" form and sees the request
 pending; staff log in, approve it, and the node's snapshot lists the IP
-within a second. Each page is kept as a screenshot in docs/screenshots/.
+within a second. Each page is saved as a screenshot: into docs/screenshots/
+when TLSRELAY_SCREENSHOTS names that folder (to refresh the documentation),
+else into the test's temporary directory, so a test run leaves the tree clean.
 Runs on SQLite and on PostgreSQL.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -26,7 +29,7 @@ from tlsrelay.control import db, lists
 
 pytestmark = pytest.mark.interop
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+SCREENSHOTS = os.environ.get("TLSRELAY_SCREENSHOTS", "")
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -96,11 +99,16 @@ def portal(request, tmp_path):
             log.close()
 
 
-def shot(page, name: str, backend: str) -> None:
-    # One set of screenshots is kept; SQLite's run writes it.
-    if backend == "sqlite":
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+def screenshot_folder(backend: str, tmp_path: Path) -> Path:
+    # One set is kept for the docs; SQLite's run writes it.
+    if SCREENSHOTS and backend == "sqlite":
+        return Path(SCREENSHOTS)
+    return tmp_path / "screenshots"
+
+
+def shot(page, name: str, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
 
 
 def log_in(page, base: str, name: str) -> None:
@@ -110,8 +118,9 @@ def log_in(page, base: str, name: str) -> None:
     page.get_by_role("button", name="Log in").click()
 
 
-def test_customer_submits_and_staff_approve(portal):
+def test_customer_submits_and_staff_approve(portal, tmp_path):
     settings, base, backend = portal
+    shots = screenshot_folder(backend, tmp_path)
     chromium = need("chromium")
     snapshot = lists.snapshot_path(settings, "LON")
     with sync_playwright() as p:
@@ -119,7 +128,7 @@ def test_customer_submits_and_staff_approve(portal):
         try:
             customer = browser.new_context().new_page()
             customer.goto(base + "/login")
-            shot(customer, "01-login", backend)
+            shot(customer, "01-login", shots)
             log_in(customer, base, "alice")
             customer.get_by_role("link", name="Enable TLS relaying").first.click()
 
@@ -131,13 +140,13 @@ def test_customer_submits_and_staff_approve(portal):
             customer.get_by_role("button", name="Submit request").click()
             alert = customer.get_by_role("alert")
             assert "use the relay of your server's location: " in alert.inner_text()
-            shot(customer, "02-request-form-refused", backend)
+            shot(customer, "02-request-form-refused", shots)
 
             customer.get_by_label("Relay host").fill("lon-tls.relay.example:587")
             customer.get_by_role("button", name="Submit request").click()
             assert "Your request was received" in customer.inner_text("main")
             assert "pending" in customer.inner_text("main")
-            shot(customer, "03-request-submitted", backend)
+            shot(customer, "03-request-submitted", shots)
             request_url = customer.url
             wait_for(
                 lambda: "8.8.8.8/32" in json.loads(snapshot.read_text())["pending"],
@@ -145,17 +154,17 @@ def test_customer_submits_and_staff_approve(portal):
                 "the pending IP in the snapshot",
             )
             customer.get_by_role("link", name="My requests").click()
-            shot(customer, "04-my-requests", backend)
+            shot(customer, "04-my-requests", shots)
             customer.get_by_role("link", name="Postfix settings").click()
             assert "relayhost = [lon-tls.relay.example]:587" in customer.inner_text(
                 "main"
             )
-            shot(customer, "05-postfix-settings", backend)
+            shot(customer, "05-postfix-settings", shots)
 
             staff = browser.new_context().new_page()
             log_in(staff, base, "carol")
             assert "Pending requests" in staff.inner_text("h1")
-            shot(staff, "06-staff-pending", backend)
+            shot(staff, "06-staff-pending", shots)
             staff.get_by_role("button", name="Approve request").first.click()
             approved = time.monotonic()
             assert "approved" in staff.get_by_role("status").inner_text()
@@ -165,17 +174,17 @@ def test_customer_submits_and_staff_approve(portal):
                 "the approved IP in the snapshot",
             )
             assert time.monotonic() - approved < 1.0
-            shot(staff, "07-staff-approved", backend)
+            shot(staff, "07-staff-approved", shots)
             staff.get_by_role("link", name="Filtering lists").click()
             assert "8.8.4.4/32" in staff.inner_text("main")
-            shot(staff, "08-staff-lists", backend)
+            shot(staff, "08-staff-lists", shots)
             staff.get_by_role("link", name="Audit log").click()
             assert "request.approve" in staff.inner_text("main")
-            shot(staff, "09-staff-audit", backend)
+            shot(staff, "09-staff-audit", shots)
 
             customer.goto(request_url)
             assert "approved" in customer.inner_text("main")
             assert "postqueue -f" in customer.inner_text("main")
-            shot(customer, "10-request-approved", backend)
+            shot(customer, "10-request-approved", shots)
         finally:
             browser.close()
