@@ -57,14 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=__version__)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in GROUPS:
-        try:
-            module = importlib.import_module(f"tlsrelay.cli.{name}")
-        except ModuleNotFoundError as exc:
-            # While the product is assembled, a group may not exist yet.
-            if exc.name != f"tlsrelay.cli.{name}":
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(f"tlsrelay.cli.{name}").register(sub)
     return parser
 
 
