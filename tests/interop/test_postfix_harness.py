@@ -13,8 +13,8 @@ from support import postfix
 from support.postfix import (
     PostfixInstance,
     SmtpSink,
-    _pid_alive,
     children_of,
+    pid_alive,
     wait_until,
 )
 
@@ -47,7 +47,7 @@ def test_sendmail_reaches_sink_and_stop_leaves_nothing(tmp_path):
             [got] = sink.wait_for(1)
         finally:
             mta.stop()
-        assert not any(_pid_alive(p) for p in [mta.master_pid, *daemons])
+        assert not any(pid_alive(p) for p in [mta.master_pid, *daemons])
 
     assert got.client_addr == "127.0.0.2"
     assert got.sender == "alice@customer.test"

@@ -22,7 +22,7 @@ import threading
 
 import pytest
 
-from support.postfix import _pid_alive, wait_until
+from support.postfix import pid_alive, wait_until
 
 pytestmark = pytest.mark.interop
 
@@ -118,7 +118,7 @@ def test_kill_9_under_load_loses_nothing(relay_factory, sink):
 
         relay.kill9()
         wait_until(
-            lambda c=children: not any(_pid_alive(p) for p in c),
+            lambda c=children: not any(pid_alive(p) for p in c),
             10,
             f"children {children} of the killed serve to die",
         )

@@ -20,6 +20,11 @@ Roles:
 - `SmtpSink`: Postfix's smtp-sink dumping each transaction to a file
   (`-d`), the cheapest destination; `messages()` parses the dumps.
 
+Postfix runs its daemons as `postfix` and smtp-sink as `nobody`, who cannot
+enter pytest's mode-700 tmp_path; each instance therefore lives in a
+mode-755 directory under /tmp while it runs (tmp_path holds a symlink) and
+is moved into tmp_path when stopped, logs and all.
+
 Tests drive the instance with `sendmail()`, `flush()`, `queue()`,
 `wait_for_log()` and read `maillog()`. Nothing here waits on a fixed sleep:
 every wait polls with a deadline and fails naming the log to read.
@@ -34,6 +39,7 @@ import contextlib
 import email
 import json
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -102,13 +108,13 @@ def wait_until(predicate, timeout_s: float, what: str):
         time.sleep(POLL_S)
 
 
-def _listening(host: str, port: int) -> bool:
+def listening(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.5)
         return s.connect_ex((host, port)) == 0
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -141,8 +147,6 @@ def _make_dir(path: Path, mode: int = 0o755, owner: str | None = None) -> Path:
 
 
 def _ids(owner: str) -> tuple[int, int]:
-    import pwd
-
     entry = pwd.getpwnam(owner)
     return entry.pw_uid, entry.pw_gid
 
@@ -308,7 +312,7 @@ class PostfixInstance:
         if self.listen:
             host, port = self.listen.rsplit(":", 1)
             wait_until(
-                lambda: _listening(host, int(port)), 10, f"smtpd on {self.listen}"
+                lambda: listening(host, int(port)), 10, f"smtpd on {self.listen}"
             )
         return self
 
@@ -326,10 +330,10 @@ class PostfixInstance:
             pids += children_of(self.master_pid)
         self._run(need("postfix"), "-c", str(self.etc), "stop", check=False)
         deadline = time.monotonic() + 10
-        while any(_pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(POLL_S)
         for pid in pids:
-            if _pid_alive(pid):
+            if pid_alive(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         settle(self.home, self.root)
@@ -528,7 +532,7 @@ class SmtpSink:
             self.proc = subprocess.Popen(argv, stderr=subprocess.PIPE)
             deadline = time.monotonic() + 10
             while self.proc.poll() is None and time.monotonic() < deadline:
-                if _listening(self.host, self.port):
+                if listening(self.host, self.port):
                     return self
                 time.sleep(POLL_S)
             self._kill()  # port taken by someone else in the meantime: retry
