@@ -39,6 +39,7 @@ It imports no asyncio, ssl, socket or logging.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections import deque
 from collections.abc import Callable
@@ -112,6 +113,9 @@ NEEDS_SMTPUTF8 = local_reply(
 )
 TOO_BIG = local_reply(552, "5.3.4 Message size exceeds fixed limit of server")
 BARE_LINE_ENDING = local_reply(554, "5.6.0 Message content has a bare CR or LF")
+CONTENT_CHANGED = local_reply(
+    451, "4.3.0 Queued content changed while being sent; not ended"
+)
 BAD_SENDER = local_reply(553, "5.1.7 Sender address cannot be sent safely")
 BAD_RECIPIENT = local_reply(553, "5.1.3 Recipient address cannot be sent safely")
 BAD_PARAMETER = local_reply(554, "5.5.4 Envelope parameter cannot be sent safely")
@@ -234,15 +238,27 @@ class OutboundRecipient:
 
 @dataclass(frozen=True)
 class OutboundMessage:
-    """One transaction: envelope and content (CRLF lines, not dot-stuffed)."""
+    """One transaction: envelope and content (CRLF lines, not dot-stuffed).
+
+    Content given as bytes is sent from memory. Content given as
+    ContentFacts is streamed by the adapter: after the 354 the connection
+    emits SendContent, and the adapter feeds send_content() chunk by chunk
+    and calls end_content().
+    """
 
     sender: str
     recipients: tuple[OutboundRecipient, ...]
-    content: bytes
+    content: bytes | ContentFacts
     body: str = "7BIT"  # what the sender declared: 7BIT or 8BITMIME
     smtputf8: bool = False  # the sender declared SMTPUTF8
     ret: str | None = None
     envid: str | None = None
+
+    @functools.cached_property
+    def facts(self) -> ContentFacts:
+        if isinstance(self.content, ContentFacts):
+            return self.content
+        return ContentFacts.of(self.content)
 
 
 @dataclass(frozen=True)
@@ -267,12 +283,84 @@ def header_block(content: bytes) -> bytes:
     return content if end < 0 else content[: end + 2]
 
 
+@dataclass(frozen=True)
+class ContentFacts:
+    """What the checks before MAIL need to know about a message's content.
+
+    As OutboundMessage.content it stands for content the adapter streams
+    itself after a SendContent event (a spool file read in chunks), so no
+    message ever has to be held in memory whole.
+    """
+
+    size: int = 0
+    eight_bit: bool = False
+    bare_line_ending: bool = False
+    header_size: int = 0  # octets of header_block()
+    header_8bit: bool = False
+    ends_with_crlf: bool = False
+
+    @classmethod
+    def of(cls, content: bytes) -> ContentFacts:
+        scanner = ContentScanner()
+        scanner.feed(content)
+        return scanner.facts()
+
+
+class ContentScanner:
+    """ContentFacts of content fed in chunks of any size, in order.
+
+    Each check looks back a few octets across the chunk boundary: a CRLF, or
+    the blank line ending the header, may be split between two chunks.
+    """
+
+    def __init__(self) -> None:
+        self._size = 0
+        self._eight_bit = False
+        self._cr = self._lf = self._crlf = 0
+        self._tail = b""  # the last three octets seen
+        self._header_size = -1  # -1 while the header has not ended
+        self._header_8bit = False
+
+    def feed(self, chunk: bytes) -> None:
+        if not chunk:
+            return
+        self._eight_bit = self._eight_bit or not chunk.isascii()
+        self._cr += chunk.count(b"\r")
+        self._lf += chunk.count(b"\n")
+        self._crlf += chunk.count(b"\r\n")
+        if self._tail.endswith(b"\r") and chunk.startswith(b"\n"):
+            self._crlf += 1
+        if self._header_size < 0:
+            self._scan_header(chunk)
+        self._size += len(chunk)
+        self._tail = (self._tail + chunk)[-3:]
+
+    def _scan_header(self, chunk: bytes) -> None:
+        window = self._tail + chunk
+        end = window.find(b"\r\n\r\n")
+        header = window if end < 0 else window[: end + 2]
+        self._header_8bit = self._header_8bit or not header.isascii()
+        if end >= 0:
+            self._header_size = self._size - len(self._tail) + end + 2
+
+    def facts(self) -> ContentFacts:
+        header_size = self._header_size if self._header_size >= 0 else self._size
+        return ContentFacts(
+            size=self._size,
+            eight_bit=self._eight_bit,
+            bare_line_ending=not (self._cr == self._lf == self._crlf),
+            header_size=header_size,
+            header_8bit=self._header_8bit,
+            ends_with_crlf=self._tail.endswith(b"\r\n"),
+        )
+
+
 def needs_smtputf8(message: OutboundMessage) -> bool:
     """RFC 6531: non-ASCII addresses, or UTF-8 headers the sender declared."""
     addresses = [message.sender] + [r.address for r in message.recipients]
     if not all(a.isascii() for a in addresses):
         return True
-    return message.smtputf8 and not header_block(message.content).isascii()
+    return message.smtputf8 and message.facts.header_8bit
 
 
 def dot_stuff(content: bytes) -> bytes:
@@ -283,6 +371,43 @@ def dot_stuff(content: bytes) -> bytes:
     if stuffed.startswith(b"."):
         stuffed = b"." + stuffed
     return stuffed + b".\r\n"
+
+
+class DotStuffer:
+    """dot_stuff() over content fed in chunks; the output is byte-identical.
+
+    A line starting with "." may straddle two chunks (CR | LF "." or
+    CR LF | "."), so a trailing CR or CRLF is held back until the next chunk
+    shows what follows it.
+    """
+
+    def __init__(self) -> None:
+        self._held = b""
+        self._started = False
+        self._last2 = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self._held + chunk
+        if not data:
+            return b""
+        self._last2 = (self._last2 + chunk)[-2:]
+        keep = 2 if data.endswith(b"\r\n") else int(data.endswith(b"\r"))
+        self._held = data[len(data) - keep :]
+        out = data[: len(data) - keep].replace(b"\r\n.", b"\r\n..")
+        if not self._started and out:
+            self._started = True
+            if out.startswith(b"."):
+                out = b"." + out
+        return out
+
+    def finish(self) -> bytes:
+        """The held octets, a final CRLF when missing, and the terminator."""
+        out = self._held
+        self._started = self._started or bool(out)
+        if self._started and self._last2 != b"\r\n":
+            out += b"\r\n"
+        self._held = b""
+        return out + b".\r\n"
 
 
 _NOTIFY = {"NEVER", "SUCCESS", "FAILURE", "DELAY"}
@@ -323,12 +448,13 @@ def rcpt_params(recipient: OutboundRecipient, dsn: bool) -> list[str] | None:
 
 def local_failure(message: OutboundMessage, caps: Capabilities) -> Reply | None:
     """A reason to fail the whole message without talking to the server."""
+    facts = message.facts
     checks: list[tuple[bool, Reply]] = [
-        (has_bare_line_ending(message.content), BARE_LINE_ENDING),
+        (facts.bare_line_ending, BARE_LINE_ENDING),
         (not safe_address(message.sender), BAD_SENDER),
-        (is_8bit(message.content) and "8BITMIME" not in caps, NEEDS_8BITMIME),
+        (facts.eight_bit and "8BITMIME" not in caps, NEEDS_8BITMIME),
         (needs_smtputf8(message) and "SMTPUTF8" not in caps, NEEDS_SMTPUTF8),
-        (0 < caps.size_limit < len(message.content), TOO_BIG),
+        (0 < caps.size_limit < facts.size, TOO_BIG),
     ]
     for failed, reply in checks:
         if failed:
@@ -340,8 +466,8 @@ def mail_params(message: OutboundMessage, caps: Capabilities) -> list[str] | Non
     """MAIL parameters for this server, or None when one is unsafe."""
     params = []
     if caps.size_limit or "SIZE" in caps:
-        params.append(f"SIZE={len(message.content)}")
-    eight = is_8bit(message.content) or message.body.upper() == "8BITMIME"
+        params.append(f"SIZE={message.facts.size}")
+    eight = message.facts.eight_bit or message.body.upper() == "8BITMIME"
     if eight and "8BITMIME" in caps:
         params.append("BODY=8BITMIME")
     if (message.smtputf8 or needs_smtputf8(message)) and "SMTPUTF8" in caps:
@@ -383,6 +509,13 @@ class StartTLS(Event):
 
 
 @dataclass(frozen=True)
+class SendContent(Event):
+    """The server said 354 to streamed content (OutboundMessage.content is
+    ContentFacts): call send_content() with each chunk, then end_content().
+    Replies are not parsed meanwhile."""
+
+
+@dataclass(frozen=True)
 class TransactionDone(Event):
     """Every recipient of the transaction has its reply."""
 
@@ -416,6 +549,7 @@ class State(enum.Enum):
     HANDSHAKE = "handshake"
     READY = "ready"
     TRANSACTION = "transaction"
+    CONTENT = "content"  # streaming content after 354
     QUIT = "quit"
     CLOSED = "closed"
 
@@ -455,6 +589,8 @@ class ClientConnection:
         self._unsent: deque[tuple[bytes, Handler]] = deque()
         self._tx: _Transaction | None = None
         self._needs_rset = False
+        self._stuffer = DotStuffer()
+        self._scanner = ContentScanner()
 
     # -- the adapter's side --------------------------------------------------
 
@@ -517,6 +653,38 @@ class ClientConnection:
         self._command("DATA", self._on_data)
         self._pump()
 
+    def send_content(self, chunk: bytes) -> None:
+        """The next chunk of streamed content (after SendContent)."""
+        if self.state is not State.CONTENT:
+            raise RuntimeError(f"send_content() in state {self.state.value}")
+        self._scanner.feed(chunk)
+        self._out += self._stuffer.feed(chunk)
+
+    def end_content(self) -> None:
+        """All content was fed: send the end of data and await the reply.
+
+        Content that differs from the facts checked before MAIL (a spool
+        file changed under us) is never ended: the session fails without
+        the terminating dot, so the server discards what it got.
+        """
+        if self.state is not State.CONTENT:
+            raise RuntimeError(f"end_content() in state {self.state.value}")
+        if self._scanner.facts() != self._transaction().message.facts:
+            self.abort_content(CONTENT_CHANGED)
+            return
+        self._out += self._stuffer.finish()
+        self._waiting.append(self._on_data_end)
+        self.state = State.TRANSACTION
+        self._drain_replies()
+
+    def abort_content(self, reply: Reply) -> None:
+        """Streaming cannot go on (the adapter could not read the content):
+        nothing more is sent, not even the terminator; the session ends."""
+        if self.state is not State.CONTENT:
+            raise RuntimeError(f"abort_content() in state {self.state.value}")
+        self._out.clear()
+        self._lost(reply, remote=False)
+
     def quit(self) -> None:
         if self.state in (State.CLOSED, State.QUIT):
             return
@@ -541,7 +709,7 @@ class ClientConnection:
             self._waiting.append(handler)
 
     def _drain_replies(self) -> None:
-        while self.state not in (State.HANDSHAKE, State.CLOSED):
+        while self.state not in (State.HANDSHAKE, State.CONTENT, State.CLOSED):
             try:
                 reply = self._parser.next_reply()
             except ProtocolError:
@@ -678,8 +846,7 @@ class ClientConnection:
         tx = self._transaction()
         mail_ok = tx.mail_reply is not None and tx.mail_reply.positive
         if reply.code == 354 and mail_ok and tx.accepted:
-            self._out += dot_stuff(tx.message.content)
-            self._waiting.append(self._on_data_end)
+            self._send_content(tx.message.content)
             return
         if reply.code == 354:
             # RFC 2920 3.1: DATA accepted with no recipient; end it at once.
@@ -692,6 +859,16 @@ class ClientConnection:
         for rcpt in tx.accepted:
             self._set(rcpt, reply, remote=True)
         self._finish()
+
+    def _send_content(self, content: bytes | ContentFacts) -> None:
+        if isinstance(content, bytes):
+            self._out += dot_stuff(content)
+            self._waiting.append(self._on_data_end)
+            return
+        self.state = State.CONTENT
+        self._stuffer = DotStuffer()
+        self._scanner = ContentScanner()
+        self._events.append(SendContent())
 
     def _end_without_data(self) -> None:
         tx = self._transaction()
