@@ -11,6 +11,10 @@ RFC 6533 forms are used (message/global-delivery-status, "utf-8;" types).
 
 The DSN goes to the original sender with the null reverse-path (RFC 5321
 6.1, RFC 3461 6.2), with origin "dsn" so that it can never bounce itself.
+`report()` works from the content's facts alone and leaves the returned
+message to be copied from the spool in chunks, so a large message is never
+held in memory; `build()` is the same over bytes in memory.
+
 Nothing here decides *whether* a DSN is due (policy.dsn_wanted and
 policy.bounces_allowed do); this module only writes one. Header values are
 stripped of control characters, so no address can inject a header line.
@@ -24,6 +28,7 @@ import secrets
 from dataclasses import dataclass
 
 from tlsrelay.relay import spool
+from tlsrelay.smtp import client
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _XTEXT_HEX = re.compile(r"\+([0-9A-Fa-f]{2})")
@@ -88,6 +93,17 @@ def _human_text(queue_id: str, reporting_mta: str, items: list[ReportItem]) -> s
     return "\r\n".join(lines) + "\r\n"
 
 
+@dataclass(frozen=True)
+class Report:
+    """A DSN around the original: HEAD, then the first RETURNED octets of the
+    original content copied from the spool, then TAIL."""
+
+    envelope: spool.Envelope
+    head: bytes
+    returned: int
+    tail: bytes
+
+
 def build(
     *,
     queue_id: str,
@@ -99,6 +115,40 @@ def build(
     now: float,
 ) -> tuple[spool.Envelope, bytes]:
     """The DSN's envelope and content, ready for spool.enqueue."""
+    found = report(
+        queue_id=queue_id,
+        envelope=envelope,
+        facts=client.ContentFacts.of(content),
+        items=items,
+        reporting_mta=reporting_mta,
+        postmaster=postmaster,
+        now=now,
+    )
+    return found.envelope, found.head + content[: found.returned] + found.tail
+
+
+def _returned(
+    envelope: spool.Envelope, facts: client.ContentFacts
+) -> tuple[int, str, bool, bool]:
+    """(octets, content type, 8-bit, ends with CRLF) of the returned part."""
+    if (envelope.ret or "").upper() == "HDRS":
+        blank_line_found = facts.header_size < facts.size
+        ends = blank_line_found or facts.ends_with_crlf
+        return facts.header_size, "text/rfc822-headers", facts.header_8bit, ends
+    return facts.size, "message/rfc822", facts.eight_bit, facts.ends_with_crlf
+
+
+def report(
+    *,
+    queue_id: str,
+    envelope: spool.Envelope,
+    facts: client.ContentFacts,
+    items: list[ReportItem],
+    reporting_mta: str,
+    postmaster: str,
+    now: float,
+) -> Report:
+    """The DSN for a message known by its content FACTS, without its content."""
     status_lines = [f"Reporting-MTA: dns; {_clean(reporting_mta)}"]
     if envelope.envid:
         status_lines.append(f"Original-Envelope-Id: {_clean(envelope.envid)}")
@@ -111,13 +161,8 @@ def build(
     is_global = not (status.isascii() and text.isascii())
     report_type = "global-delivery-status" if is_global else "delivery-status"
 
-    if (envelope.ret or "").upper() == "HDRS":
-        end = content.find(b"\r\n\r\n")
-        returned = content if end < 0 else content[: end + 2]
-        returned_type = "text/rfc822-headers"
-    else:
-        returned, returned_type = content, "message/rfc822"
-    cte = "7bit" if returned.isascii() else "8bit"
+    returned, returned_type, returned_8bit, returned_ends = _returned(envelope, facts)
+    cte = "8bit" if returned_8bit else "7bit"
 
     boundary = f"{queue_id}.{secrets.token_hex(8)}/{_clean(reporting_mta)}"
     sender = _clean(envelope.sender)
@@ -148,19 +193,18 @@ def build(
         f"\r\n--{boundary}\r\n"
         f"Content-Type: {returned_type}\r\n"
         f"Content-Transfer-Encoding: {cte}\r\n\r\n".encode()
-        + returned
     )
-    if not returned.endswith(b"\r\n"):
-        parts += b"\r\n"
-    parts += f"\r\n--{boundary}--\r\n".encode()
+    tail = b"" if returned_ends else b"\r\n"
+    tail += f"\r\n--{boundary}--\r\n".encode()
 
+    eight_bit = returned_8bit or not (parts.isascii() and tail.isascii())
     dsn_envelope = spool.Envelope(
         sender="",
         recipients=[spool.Recipient(envelope.sender)],
-        body="7BIT" if parts.isascii() else "8BITMIME",
+        body="8BITMIME" if eight_bit else "7BIT",
         smtputf8=not envelope.sender.isascii() or is_global,
         location=envelope.location,
         arrived=now,
         origin="dsn",
     )
-    return dsn_envelope, parts
+    return Report(dsn_envelope, parts, returned, tail)

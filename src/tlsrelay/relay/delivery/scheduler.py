@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from tlsrelay import config
 from tlsrelay.relay import spool as spool_mod
 from tlsrelay.relay.delivery import dsn, maillog, policy
+from tlsrelay.relay.delivery.content import SpooledContent
 from tlsrelay.relay.delivery.resolve import Resolver
 from tlsrelay.relay.delivery.session import Session, SessionError, Timeouts
 from tlsrelay.smtp import client
@@ -56,6 +57,7 @@ EXPIRED_REPLY = "4.4.7 Message expired in the queue"
 class _Job:
     queue_id: str
     message: client.OutboundMessage
+    content: SpooledContent
     indexes: list[int]
     future: asyncio.Future[dict[int, policy.Outcome]]
 
@@ -68,7 +70,9 @@ class _Domain:
 
 
 def outbound_message(
-    envelope: spool_mod.Envelope, content: bytes, indexes: list[int]
+    envelope: spool_mod.Envelope,
+    content: bytes | client.ContentFacts,
+    indexes: list[int],
 ) -> client.OutboundMessage:
     recipients = tuple(
         client.OutboundRecipient(r.address, r.notify, r.orcpt)
@@ -202,13 +206,17 @@ class Scheduler:
 
     async def _attempt(self, queue_id: str) -> None:
         try:
-            entry = self.spool.entry(queue_id)
-            content = self.spool.read_content(queue_id)
+            envelope, offset, size = self.spool.read_envelope(queue_id)
+            state = self.spool.read_state(queue_id, envelope)
+            content = SpooledContent(self.spool.msg_path(queue_id), offset, size)
+            # One chunked pass over the file, off the event loop.
+            facts = await asyncio.to_thread(content.scan)
         except spool_mod.NoSuchMessage:
             return
         except (OSError, ValueError) as exc:
             log.error("%s: cannot read spool entry: %s", queue_id, exc)
             return
+        entry = spool_mod.Entry(queue_id, envelope, state, size)
         open_ = [
             i
             for i, rs in enumerate(entry.state.recipients)
@@ -218,14 +226,14 @@ class Scheduler:
         for i in open_:
             by_domain[domain_of(entry.envelope.recipients[i].address)].append(i)
         futures = [
-            self._submit(queue_id, domain, entry.envelope, content, indexes)
+            self._submit(queue_id, domain, envelope, facts, content, indexes)
             for domain, indexes in by_domain.items()
         ]
         outcomes: dict[int, policy.Outcome] = {}
         for found in await asyncio.gather(*futures):
             outcomes.update(found)
         try:
-            self._finish(queue_id, outcomes, content)
+            self._finish(queue_id, outcomes, content, facts)
         except spool_mod.NoSuchMessage:
             log.info("%s: deleted while being delivered", queue_id)
         except (OSError, spool_mod.SpoolFull) as exc:
@@ -238,14 +246,15 @@ class Scheduler:
         queue_id: str,
         domain: str,
         envelope: spool_mod.Envelope,
-        content: bytes,
+        facts: client.ContentFacts,
+        content: SpooledContent,
         indexes: list[int],
     ) -> asyncio.Future[dict[int, policy.Outcome]]:
         future: asyncio.Future[dict[int, policy.Outcome]]
         future = asyncio.get_running_loop().create_future()
-        job = _Job(
-            queue_id, outbound_message(envelope, content, indexes), indexes, future
-        )
+        # Facts instead of bytes: the session streams CONTENT itself.
+        outbound = outbound_message(envelope, facts, indexes)
+        job = _Job(queue_id, outbound, content, indexes, future)
         dom = self._domains.setdefault(domain, _Domain(domain))
         dom.queue.put_nowait(job)
         limit = max(1, self.delivery.concurrency_per_destination)
@@ -296,7 +305,7 @@ class Scheduler:
         return session
 
     async def _run_job(self, session: Session, job: _Job) -> None:
-        results = await session.send(job.message)
+        results = await session.send(job.message, job.content.chunks)
         scope = policy.Scope.MESSAGE
         if len({r.reply for r in results}) > 1:
             scope = policy.Scope.RECIPIENT
@@ -357,7 +366,11 @@ class Scheduler:
     # -- results -------------------------------------------------------------
 
     def _finish(
-        self, queue_id: str, outcomes: dict[int, policy.Outcome], content: bytes
+        self,
+        queue_id: str,
+        outcomes: dict[int, policy.Outcome],
+        content: SpooledContent,
+        facts: client.ContentFacts,
     ) -> None:
         with self.spool.locked(queue_id):
             entry = self.spool.entry(queue_id)
@@ -367,7 +380,7 @@ class Scheduler:
                 entry.envelope.arrived, now, self.delivery.queue_lifetime_s
             ):
                 self._expire(entry, now)
-            self._notify_sender(entry, content, now)
+            self._notify_sender(entry, content, facts, now)
             state = entry.state
             if all(rs.status in spool_mod.FINAL for rs in state.recipients):
                 self.spool.remove(queue_id)
@@ -429,7 +442,11 @@ class Scheduler:
             )
 
     def _notify_sender(
-        self, entry: spool_mod.Entry, content: bytes, now: float
+        self,
+        entry: spool_mod.Entry,
+        content: SpooledContent,
+        facts: client.ContentFacts,
+        now: float,
     ) -> None:
         """One DSN for every failed recipient that has not had one yet."""
         due = [
@@ -449,19 +466,34 @@ class Scheduler:
             maillog.no_notification(entry.queue_id, "message is a bounce or notice")
         elif wanted:
             items = [_report_item(envelope.recipients[i], rs) for i, rs in wanted]
-            dsn_env, dsn_content = dsn.build(
+            report = dsn.report(
                 queue_id=entry.queue_id,
                 envelope=envelope,
-                content=content,
+                facts=facts,
                 items=items,
                 reporting_mta=self.settings.node.hostname,
                 postmaster=self.postmaster,
                 now=now,
             )
-            dsn_id = self.spool.enqueue(dsn_env, dsn_content)
+            dsn_id = self._enqueue_report(report, content)
             maillog.notification(entry.queue_id, dsn_id, envelope.sender)
         for _, rs in due:
             rs.dsn_sent = True
+
+    def _enqueue_report(self, report: dsn.Report, content: SpooledContent) -> str:
+        """Write a DSN, copying the returned original from the spool in chunks."""
+        writer = self.spool.writer(report.envelope)
+        try:
+            writer.write(report.head)
+            for chunk in content.chunks(report.returned):
+                writer.write(chunk)
+            writer.write(report.tail)
+        except OSError:
+            writer.abort()
+            raise
+        queue_id = writer.commit()
+        self.spool.notify(queue_id)
+        return queue_id
 
 
 def _needs_cleanup(entry: spool_mod.Entry) -> bool:

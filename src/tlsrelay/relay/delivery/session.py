@@ -10,6 +10,11 @@ STARTTLS boundary (RFC 3207 5, case 07): bytes already read from the socket
 when the core has parsed the 220 reply to STARTTLS are plaintext sent before
 the handshake; they are dropped here and by the core, never fed into TLS.
 
+Content is streamed (SendContent): chunks come from a callable the caller
+gives with the message, and each chunk waits for the transport to drain
+below its high-water mark (pause_writing/resume_writing), so a session
+holds about one chunk plus the transport's buffer however big the message.
+
 It must never send plaintext on a connection where STARTTLS was attempted
 and failed, and never log message content.
 """
@@ -21,11 +26,16 @@ import contextlib
 import logging
 import ssl
 from collections import deque
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
 from tlsrelay.smtp import client
 
 log = logging.getLogger(__name__)
+
+# Gives the message content in chunks, each time it is called.
+ContentSource = Callable[[], Generator[bytes, None, None]]
+CONTENT_UNREADABLE = client.local_reply(451, "4.3.0 Queued content unreadable")
 
 
 class SessionError(Exception):
@@ -61,6 +71,8 @@ class _Channel(asyncio.Protocol):
         self._chunks: deque[bytes] = deque()
         self._eof = False
         self._wakeup = asyncio.Event()
+        self._writable = asyncio.Event()
+        self._writable.set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -77,6 +89,18 @@ class _Channel(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._eof = True
         self._wakeup.set()
+        self._writable.set()
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    async def drain(self) -> None:
+        """Wait until the transport's write buffer is below its high mark."""
+        if not self.closed:
+            await self._writable.wait()
 
     async def read(self) -> bytes:
         while not self._chunks and not self._eof:
@@ -130,6 +154,7 @@ class Session:
         self.timeouts = timeouts
         self._tls_context = tls_context or opportunistic_context()
         self._channel = _Channel()
+        self._content: ContentSource | None = None
 
     @property
     def alive(self) -> bool:
@@ -154,8 +179,10 @@ class Session:
         log.info("session %s tls=%s", self.relay, self.tls)
 
     async def send(
-        self, message: client.OutboundMessage
+        self, message: client.OutboundMessage, content: ContentSource | None = None
     ) -> tuple[client.RecipientResult, ...]:
+        """One transaction; CONTENT streams it when message.content is facts."""
+        self._content = content
         self.conn.send_message(message)
         event = await self._next()
         if not isinstance(event, client.TransactionDone):
@@ -179,6 +206,8 @@ class Session:
             event = self.conn.next_event()
             if isinstance(event, client.StartTLS):
                 await self._handshake()
+            elif isinstance(event, client.SendContent):
+                await self._stream()
             elif event is client.NEED_DATA:
                 self.conn.receive_data(await self._read())
             else:
@@ -191,6 +220,37 @@ class Session:
             log.info("timeout after %.0fs from %s", self.timeouts.command_s, self.relay)
             self._channel.close()
             return b""
+
+    async def _stream(self) -> None:
+        """Feed the content to the core chunk by chunk, as the peer drains it."""
+        if self._content is None:
+            raise RuntimeError("streamed message sent without a content source")
+        chunks = self._content()
+        try:
+            for chunk in chunks:
+                if self._channel.closed:
+                    break
+                self.conn.send_content(chunk)
+                self._channel.write(self.conn.data_to_send())
+                await self._drain()
+        except OSError as exc:
+            log.error("reading queued content for %s failed: %s", self.relay, exc)
+            self.conn.abort_content(CONTENT_UNREADABLE)
+            self._channel.close()
+            return
+        finally:
+            chunks.close()
+        if self._channel.closed:
+            self.conn.receive_data(b"")  # the connection was lost meanwhile
+        else:
+            self.conn.end_content()
+
+    async def _drain(self) -> None:
+        try:
+            await asyncio.wait_for(self._channel.drain(), self.timeouts.command_s)
+        except TimeoutError:
+            log.info("timeout sending content to %s", self.relay)
+            self._channel.close()
 
     async def _handshake(self) -> None:
         # Case 07: anything read so far came after the 220, in plaintext.
