@@ -53,8 +53,13 @@ Policies (cases in /work/shared/cases):
 - Early talker: bytes received before ``send_greeting()``: 554 5.5.1 and
   close (case 16).
 - Errors: every 4xx/5xx reply (the application's included) counts; at
-  ``max_errors`` the core sends 421 4.7.0 and closes.  NOOP, RSET, VRFY and
-  HELP count toward ``max_junk_commands`` (like Postfix's junk limit).
+  ``max_errors`` the core sends 421 4.7.0 and closes.  Exception: the 452
+  4.5.3 for recipients over ``max_recipients`` (RFC 5321 4.5.3.1.10: the
+  client sends the rest in a later transaction) counts only after as many
+  again were refused, like Postfix's recipient overshoot limit, so a long
+  pipelined RCPT list does not lose the accepted part of the transaction.
+  NOOP, RSET, VRFY and HELP count toward ``max_junk_commands`` (like
+  Postfix's junk limit).
 - Null sender: accepted, with any number of recipients (case 24).
 - 8-bit content without BODY=8BITMIME is accepted and recorded as
   ``envelope.body == "8BITMIME"`` (case 23).
@@ -164,6 +169,7 @@ class Transaction:
     envelope: Envelope
     content: Content
     chunking: bool = False  # a BDAT of this transaction was accepted
+    overshoot: int = 0  # RCPTs refused for being over max_recipients
 
 
 # Reading modes.  Each carries the data it needs; the step functions are
@@ -378,9 +384,9 @@ class ServerConnection:
 
     # ----- replies, limits, closing -----------------------------------------
 
-    def _reply(self, reply: Reply) -> None:
+    def _reply(self, reply: Reply, counts: bool = True) -> None:
         self._out += reply.to_bytes()
-        if reply.is_error and not reply.closes:
+        if counts and reply.is_error and not reply.closes:
             self.errors += 1
 
     def _check_limits(self) -> None:
@@ -712,7 +718,9 @@ class ServerConnection:
         elif arg[:3].upper() != "TO:":
             self._reply(replies.RCPT_SYNTAX)
         elif len(txn.envelope.recipients) >= self.config.max_recipients:
-            self._reply(replies.TOO_MANY_RECIPIENTS)
+            txn.overshoot += 1
+            counts = txn.overshoot > self.config.max_recipients
+            self._reply(replies.TOO_MANY_RECIPIENTS, counts=counts)
         else:
             try:
                 recipient, params = self._parse_rcpt(arg[3:].lstrip(" "), txn)
