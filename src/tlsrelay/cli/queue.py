@@ -9,8 +9,9 @@
     queue bounce ID               every open recipient fails; a DSN follows
 
 Changes happen under the message's lock (spool.locked), replace the state
-file atomically, and wake the delivery process (spool.notify), which sends
-any DSN and removes finished entries. Times in JSON are Unix seconds;
+file atomically, and send the id to the delivery process (spool.notify),
+which re-reads that entry into its index, sends any DSN and removes
+finished entries. Times in JSON are Unix seconds;
 next_attempt is null when the message is due now. An unknown id is an error
 (exit status 1). Message bodies are never printed, only headers.
 """
@@ -27,8 +28,12 @@ from typing import Any
 from tlsrelay.cli import common
 from tlsrelay.cli.main import CommandError
 from tlsrelay.relay import spool as spool_mod
+from tlsrelay.relay.delivery.content import SpooledContent
+from tlsrelay.smtp import client
 
 BOUNCED_BY_OPERATOR = "554 5.0.0 Returned to the sender by the postmaster"
+# `queue show` prints at most this much of a header block.
+MAX_SHOWN_HEADER = 1024 * 1024
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -119,12 +124,22 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _headers(spool: spool_mod.Spool, queue_id: str) -> str:
+    """The header block, read in chunks up to the blank line (or a bound)."""
+    _, offset, size = spool.read_envelope(queue_id)
+    content = SpooledContent(spool.msg_path(queue_id), offset, size)
+    head = b""
+    for chunk in content.chunks(MAX_SHOWN_HEADER):
+        head += chunk
+        if b"\r\n\r\n" in head:
+            break
+    return client.header_block(head).decode("utf-8", "replace")
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     spool = _spool(args)
     entry = _entry(spool, args.id)
-    content = spool.read_content(entry.queue_id)
-    end = content.find(b"\r\n\r\n")
-    headers = (content if end < 0 else content[: end + 2]).decode("utf-8", "replace")
+    headers = _headers(spool, entry.queue_id)
     document = {
         "id": entry.queue_id,
         "queue": entry.queue_name,
@@ -194,6 +209,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
             spool.remove(args.id)
     except spool_mod.NoSuchMessage:
         raise CommandError(f"no message {args.id} in the queue") from None
+    spool.notify(args.id)  # delivery drops it from its index
     print(f"{args.id} deleted")
     return 0
 

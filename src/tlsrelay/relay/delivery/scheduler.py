@@ -1,7 +1,9 @@
 """The delivery scheduler: from spool entries to per-recipient results.
 
-How it works. `start_due()` reads the spool and starts one attempt task per
-due message (not held, next_attempt reached, not already running). An
+How it works. `start_due()` starts one attempt task per due message (not
+held, next_attempt reached, not already running), found in an in-memory
+index of queue ids and due times (index.py) rather than by reading every
+envelope and state: a full rescan only lists the directory. An
 attempt groups the message's open recipients by domain and hands each group
 to that domain's queue as a job. A domain has up to
 concurrency_per_destination workers (max_concurrency over all domains);
@@ -19,9 +21,10 @@ dropped, case 24). The entry is removed once every recipient is final,
 else its state file is replaced atomically. A crash before that write
 repeats the attempt: a duplicate, never a loss.
 
-The process is woken by a datagram on spool/notify.sock (spool.notify) and
-rescans at least every `rescan_s` anyway. Clock, resolver and TLS context
-are injected so tests run without waiting.
+The process is woken by a datagram on spool/notify.sock (spool.notify)
+carrying a queue id, which is (re)read into the index at once; the
+directory is listed again every `rescan_s` to catch lost datagrams.
+Clock, resolver and TLS context are injected so tests run without waiting.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from tlsrelay import config
 from tlsrelay.relay import spool as spool_mod
 from tlsrelay.relay.delivery import dsn, maillog, policy
 from tlsrelay.relay.delivery.content import SpooledContent
+from tlsrelay.relay.delivery.index import QueueIndex
 from tlsrelay.relay.delivery.resolve import Resolver
 from tlsrelay.relay.delivery.session import Session, SessionError, Timeouts
 from tlsrelay.smtp import client
@@ -126,6 +130,11 @@ class Scheduler:
             self.delivery.connect_timeout_s, self.delivery.command_timeout_s
         )
         self.in_flight: dict[str, asyncio.Task[None]] = {}
+        self.index = QueueIndex(spool)
+        self._notified: set[str] = set()
+        # Due times to use instead of the state file's after an attempt that
+        # could not run (unreadable entry): no busy loop over it.
+        self._retry_at: dict[str, float] = {}
         self._domains: dict[str, _Domain] = {}
         self._slots = asyncio.Semaphore(max(1, self.delivery.max_concurrency))
         self._wake = asyncio.Event()
@@ -138,9 +147,13 @@ class Scheduler:
         sock = self._bind_notify()
         loop = asyncio.get_running_loop()
         loop.add_reader(sock.fileno(), self._on_notify, sock)
+        next_listing = self.clock()
         try:
             while not self._stopping:
-                earliest = self.start_due()
+                full = self.clock() >= next_listing
+                if full:
+                    next_listing = self.clock() + rescan_s
+                earliest = self.start_due(full)
                 delay = min(rescan_s, max(0.05, earliest - self.clock()))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), delay)
@@ -173,8 +186,10 @@ class Scheduler:
 
     def _on_notify(self, sock: socket.socket) -> None:
         with contextlib.suppress(BlockingIOError, OSError):
-            while sock.recv(256):
-                pass
+            while data := sock.recv(256):
+                queue_id = data.decode("ascii", "replace")
+                if queue_id.isalnum():
+                    self._notified.add(queue_id)
         self._wake.set()
 
     async def _drain_in_flight(self, grace_s: float = 10.0) -> None:
@@ -186,25 +201,41 @@ class Scheduler:
 
     # -- picking work --------------------------------------------------------
 
-    def start_due(self) -> float:
-        """Start attempts for due messages; return when the next one is due."""
+    def start_due(self, full: bool = True) -> float:
+        """Start attempts for due messages; return when the next one is due.
+
+        FULL lists the queue directory for ids not yet known; without it
+        only the ids notified since the last call are read.
+        """
         now = self.clock()
-        earliest = now + RESCAN_S
-        for entry in self.spool.entries():
-            if entry.queue_id in self.in_flight or entry.state.held:
-                continue
-            if entry.state.next_attempt <= now or _needs_cleanup(entry):
-                self._start(entry.queue_id)
-            else:
-                earliest = min(earliest, entry.state.next_attempt)
-        return earliest
+        if full:
+            self.index.refresh()
+        notified, self._notified = self._notified, set()
+        for queue_id in sorted(notified):
+            if queue_id not in self.in_flight:
+                self.index.reread(queue_id)
+        for queue_id in self.index.pop_due(now):
+            if queue_id not in self.in_flight:
+                self._start(queue_id)
+        earliest = self.index.earliest()
+        return now + RESCAN_S if earliest is None else min(now + RESCAN_S, earliest)
 
     def _start(self, queue_id: str) -> None:
-        task = asyncio.create_task(self._attempt(queue_id))
-        self.in_flight[queue_id] = task
-        task.add_done_callback(lambda _t: self.in_flight.pop(queue_id, None))
+        self.in_flight[queue_id] = asyncio.create_task(self._attempt(queue_id))
 
     async def _attempt(self, queue_id: str) -> None:
+        try:
+            await self._deliver(queue_id)
+        finally:
+            # Back into the index with what the attempt left on disk.
+            self.in_flight.pop(queue_id, None)
+            retry_at = self._retry_at.pop(queue_id, None)
+            if retry_at is None:
+                self.index.reread(queue_id)
+            elif queue_id in self.index:
+                self.index.set(queue_id, retry_at)
+
+    async def _deliver(self, queue_id: str) -> None:
         try:
             envelope, offset, size = self.spool.read_envelope(queue_id)
             state = self.spool.read_state(queue_id, envelope)
@@ -215,6 +246,7 @@ class Scheduler:
             return
         except (OSError, ValueError) as exc:
             log.error("%s: cannot read spool entry: %s", queue_id, exc)
+            self._retry_at[queue_id] = self.clock() + self.delivery.minimal_backoff_s
             return
         entry = spool_mod.Entry(queue_id, envelope, state, size)
         open_ = [
@@ -240,6 +272,7 @@ class Scheduler:
             # The state stays as it was: the attempt repeats (duplicates at
             # worst, never a loss).
             log.error("%s: cannot record delivery results: %s", queue_id, exc)
+            self._retry_at[queue_id] = self.clock() + self.delivery.minimal_backoff_s
 
     def _submit(
         self,
@@ -494,15 +527,6 @@ class Scheduler:
         queue_id = writer.commit()
         self.spool.notify(queue_id)
         return queue_id
-
-
-def _needs_cleanup(entry: spool_mod.Entry) -> bool:
-    """Final recipients left over (crash, `queue bounce`) need no retry wait."""
-    states = entry.state.recipients
-    pending_dsn = any(
-        rs.status == spool_mod.FAILED and not rs.dsn_sent for rs in states
-    )
-    return pending_dsn or all(rs.status in spool_mod.FINAL for rs in states)
 
 
 def _expired_status(reason: str) -> str:
