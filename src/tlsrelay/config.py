@@ -92,6 +92,12 @@ class DeliverySettings:
     smtp_port: int = 25
     # Bounce address for DSNs the relay writes itself (From: header).
     postmaster: str = ""
+    # DSNs one address may get from the relay per minute; more are held in
+    # the queue (deferred) with a WARNING (case 24). 0 = no limit.
+    dsn_rate_per_minute: int = 30
+    # Delay DSN (NOTIFY=DELAY) after this long deferred; 0 = off (Postfix's
+    # delay_warning_time is off by default too).
+    delay_warning_s: float = 0.0
 
 
 @dataclass(frozen=True)
