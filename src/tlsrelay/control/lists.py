@@ -39,6 +39,10 @@ def parse_network(text: str) -> Network:
         ip = ipaddress.ip_address(address)
     except ValueError:
         raise Invalid(f"{text!r} is not an IPv4 or IPv6 address or network") from None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id:
+        # A zone index names an interface of the machine that wrote it; peers
+        # never match it, and Postfix's mynetworks refuses it too.
+        raise Invalid(f"{text!r}: leave out the zone index (%{ip.scope_id})")
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped and not slash:
         ip = ip.ipv4_mapped
     bits = 32 if ip.version == 4 else 128
