@@ -44,6 +44,7 @@ from tlsrelay import config
 from tlsrelay.relay import spool as spool_mod
 from tlsrelay.relay.delivery import dsn, maillog, policy
 from tlsrelay.relay.delivery.content import SpooledContent
+from tlsrelay.relay.delivery.guard import DsnRateGuard
 from tlsrelay.relay.delivery.index import QueueIndex
 from tlsrelay.relay.delivery.resolve import Resolver
 from tlsrelay.relay.delivery.session import Session, SessionError, Timeouts
@@ -55,6 +56,7 @@ RESCAN_S = 30.0
 # Outcome for a job lost to a bug of ours; the message simply waits.
 INTERNAL_ERROR = client.local_reply(451, "4.3.0 Internal error; will retry")
 EXPIRED_REPLY = "4.4.7 Message expired in the queue"
+HELD_BY_GUARD = "451 4.7.1 Held by the DSN rate guard for this recipient"
 
 
 @dataclass
@@ -135,6 +137,7 @@ class Scheduler:
         # Due times to use instead of the state file's after an attempt that
         # could not run (unreadable entry): no busy loop over it.
         self._retry_at: dict[str, float] = {}
+        self.dsn_guard = DsnRateGuard(self.delivery.dsn_rate_per_minute)
         self._domains: dict[str, _Domain] = {}
         self._slots = asyncio.Semaphore(max(1, self.delivery.max_concurrency))
         self._wake = asyncio.Event()
@@ -254,6 +257,8 @@ class Scheduler:
             for i, rs in enumerate(entry.state.recipients)
             if rs.status not in spool_mod.FINAL
         ]
+        if open_ and envelope.origin == "dsn" and not self._dsn_admitted(entry):
+            return
         by_domain: dict[str, list[int]] = defaultdict(list)
         for i in open_:
             by_domain[domain_of(entry.envelope.recipients[i].address)].append(i)
@@ -273,6 +278,44 @@ class Scheduler:
             # worst, never a loss).
             log.error("%s: cannot record delivery results: %s", queue_id, exc)
             self._retry_at[queue_id] = self.clock() + self.delivery.minimal_backoff_s
+
+    def _dsn_admitted(self, entry: spool_mod.Entry) -> bool:
+        """Case 24: count this DSN, or hold it in the queue (never drop it)."""
+        now = self.clock()
+        self.dsn_guard.prune(now)
+        address = entry.envelope.recipients[0].address
+        release = self.dsn_guard.admit(address, now)
+        if release is None:
+            return True
+        if self.dsn_guard.alert_due(address, now):
+            log.warning(
+                "DSN rate guard: <%s> would get more than %d DSNs within 60 s "
+                "(a loop or backscatter?); holding further DSNs to it in the queue",
+                address,
+                self.dsn_guard.per_minute,
+            )
+        try:
+            with self.spool.locked(entry.queue_id):
+                state = self.spool.read_state(entry.queue_id, entry.envelope)
+                state.next_attempt = release
+                state.last_error = HELD_BY_GUARD
+                self.spool.write_state(entry.queue_id, state)
+        except spool_mod.NoSuchMessage:
+            return False
+        except (OSError, ValueError) as exc:
+            log.error("%s: cannot record the hold: %s", entry.queue_id, exc)
+            self._retry_at[entry.queue_id] = release
+        maillog.recipient(
+            entry.queue_id,
+            address,
+            "",
+            now - entry.envelope.arrived,
+            "",
+            "4.7.1",
+            "deferred",
+            f"{HELD_BY_GUARD}; next try in {release - now:.0f}s",
+        )
+        return False
 
     def _submit(
         self,
