@@ -96,6 +96,8 @@ class RecipientState:
     last_error: str = ""
     # Set once the DSN for a failure (or delay) of this recipient is queued.
     dsn_sent: bool = False
+    # Set once a delay DSN (NOTIFY=DELAY, [delivery] delay_warning_s) is queued.
+    delay_dsn_sent: bool = False
     delivered_at: float = 0.0
     relay: str = ""
 
