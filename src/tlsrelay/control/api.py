@@ -4,8 +4,8 @@ Bearer tokens (`tlsrelay user add` prints one). The rules, checked in this
 order: no or unknown token is 401; a customer calling a staff action is 403;
 an object of another customer is 404, as if it did not exist; a decision the
 request's status forbids is 409; refused input is 422 with one message per
-fault in FastAPI's validation-error shape. The OpenAPI document is served at
-/api/openapi.json.
+fault in FastAPI's validation-error shape (an unknown key included). The
+OpenAPI document is served at /api/openapi.json.
 
 Handlers are plain functions run in the thread pool; each opens one store
 transaction. Tokens are never logged.
@@ -16,7 +16,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from tlsrelay import config
 from tlsrelay.control import accounts, db, enablement, lists
@@ -35,6 +35,9 @@ _TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"  # no control characters but TAB
 
 
 class RequestIn(BaseModel):
+    # A misspelt key ("ip" for "ips") must be refused, not silently dropped.
+    model_config = ConfigDict(extra="forbid")
+
     location: str = Field(pattern=r"^[A-Za-z0-9_-]{1,16}$", examples=["LON"])
     server_ip: str = Field(
         max_length=64, pattern=r"^[0-9A-Fa-f:.]+$", examples=["198.51.100.7"]
@@ -73,6 +76,8 @@ class RequestOut(BaseModel):
 
 
 class ReasonIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     reason: str = Field(default="", max_length=4000, pattern=_TEXT)
 
 
