@@ -1,11 +1,15 @@
 """Case 24 rate guard: more than N DSNs a minute to one address are held in
-the queue with a WARNING, never dropped; an injected clock drives it."""
+the queue with a WARNING, never dropped; an injected clock drives it. Also
+delay DSNs, which the guard counts like any other."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
+from delivery_helpers import delivery_status
+
+from tlsrelay.relay import spool as spool_mod
 from tlsrelay.relay.delivery.guard import DsnRateGuard
 from tlsrelay.relay.delivery.scheduler import HELD_BY_GUARD
 
@@ -81,3 +85,59 @@ def test_ordinary_mail_is_not_limited(world, make_mx):
         world.queue("b@example.org")
     world.rounds()
     assert len(mx.messages) == 3 and world.entries() == []
+
+
+# -- delay DSNs (NOTIFY=DELAY, off by default) ---------------------------------
+
+
+def deferred_world(world, make_mx, **delivery):
+    mx = make_mx(rcpt={"b@example.org": "451 4.3.0 Try later"})
+    world.delivery.update(routes={"example.org": mx.address}, **delivery)
+    return mx
+
+
+def test_delay_dsn_is_off_by_default(world, make_mx):
+    deferred_world(world, make_mx)
+    world.queue("b@example.org")
+    world.clock.now += 5 * 3600
+    world.rounds()
+    assert world.dsns() == []
+
+
+def test_delay_dsn_once_after_the_warning_time(world, make_mx, caplog):
+    deferred_world(world, make_mx, delay_warning_s=4 * 3600)
+    qid = world.queue("b@example.org", content=b"Subject: s\r\n\r\nbody\r\n")
+    world.rounds()
+    assert world.dsns() == []  # deferred, but not long enough
+
+    world.clock.now += 4 * 3600
+    world.rounds()
+    [(entry, dsn)] = world.dsns()
+    assert dsn["Subject"] == "Delayed Mail (still being retried)"
+    rcpt = delivery_status(dsn)[1]
+    assert rcpt["action"] == "delayed" and rcpt["status"] == "4.3.0"
+    types = [p.get_content_type() for p in dsn.walk()]
+    assert "text/rfc822-headers" in types and b"body" not in dsn.as_bytes()
+    assert world.spool.entry(qid).state.recipients[0].delay_dsn_sent
+
+    world.clock.now += 3600
+    with caplog.at_level(logging.INFO, logger="tlsrelay.mail"):
+        world.rounds()  # the first report goes (and fails: no DNS for it)
+    assert f"{qid} to=<b@example.org>" in caplog.text  # tried again
+    assert "delay notification" not in caplog.text  # never a second report
+
+
+def test_notify_without_delay_gets_no_delay_dsn(world, make_mx):
+    deferred_world(world, make_mx, delay_warning_s=60)
+    world.queue(spool_mod.Recipient("b@example.org", notify="FAILURE"))
+    world.clock.now += 120
+    world.rounds()
+    assert world.dsns() == []
+
+
+def test_bounce_gets_no_delay_dsn(world, make_mx):
+    deferred_world(world, make_mx, delay_warning_s=60)
+    world.queue("b@example.org", sender="")
+    world.clock.now += 120
+    world.rounds()
+    assert world.dsns() == []

@@ -1,13 +1,15 @@
-"""Delivery status notifications (RFC 3464) for failed and expired mail.
+"""Delivery status notifications (RFC 3464) for failed, expired and delayed
+mail.
 
 A DSN is a multipart/report (RFC 6522) of three parts: a human-readable
 text, the machine-readable message/delivery-status (per-message fields
 Reporting-MTA, Original-Envelope-Id, Arrival-Date; per-recipient fields
 Final-Recipient, Original-Recipient, Action, Status, Remote-MTA,
 Diagnostic-Code, Last-Attempt-Date), and the returned message: headers only
-for RET=HDRS (text/rfc822-headers), the whole message otherwise
-(message/rfc822). When an address or the report itself is not ASCII, the
-RFC 6533 forms are used (message/global-delivery-status, "utf-8;" types).
+for RET=HDRS and for delay reports (text/rfc822-headers), the whole
+message otherwise (message/rfc822). When an address or the report itself
+is not ASCII, the RFC 6533 forms are used (message/global-delivery-status,
+"utf-8;" types).
 
 The DSN goes to the original sender with the null reverse-path (RFC 5321
 6.1, RFC 3461 6.2), with origin "dsn" so that it can never bounce itself.
@@ -80,11 +82,21 @@ def _recipient_block(item: ReportItem, now: float) -> list[str]:
     return lines
 
 
+def _delayed(items: list[ReportItem]) -> bool:
+    return all(item.action == "delayed" for item in items)
+
+
 def _human_text(queue_id: str, reporting_mta: str, items: list[ReportItem]) -> str:
+    summary = (
+        "Your message has not been delivered yet to one or more recipients;"
+        " the relay keeps trying, and you need not send it again."
+        if _delayed(items)
+        else "Your message could not be delivered to one or more recipients."
+    )
     lines = [
         f"This is the mail system at host {reporting_mta}.",
         "",
-        "Your message could not be delivered to one or more recipients.",
+        summary,
         f"Its queue id was {queue_id}.",
         "",
     ]
@@ -102,6 +114,12 @@ class Report:
     head: bytes
     returned: int
     tail: bytes
+
+
+def _subject(items: list[ReportItem]) -> str:
+    if _delayed(items):
+        return "Delayed Mail (still being retried)"
+    return "Undelivered Mail Returned to Sender"
 
 
 def build(
@@ -128,10 +146,10 @@ def build(
 
 
 def _returned(
-    envelope: spool.Envelope, facts: client.ContentFacts
+    headers_only: bool, facts: client.ContentFacts
 ) -> tuple[int, str, bool, bool]:
     """(octets, content type, 8-bit, ends with CRLF) of the returned part."""
-    if (envelope.ret or "").upper() == "HDRS":
+    if headers_only:
         blank_line_found = facts.header_size < facts.size
         ends = blank_line_found or facts.ends_with_crlf
         return facts.header_size, "text/rfc822-headers", facts.header_8bit, ends
@@ -161,7 +179,11 @@ def report(
     is_global = not (status.isascii() and text.isascii())
     report_type = "global-delivery-status" if is_global else "delivery-status"
 
-    returned, returned_type, returned_8bit, returned_ends = _returned(envelope, facts)
+    # RET applies to failures (RFC 3461 4.3); a delay report returns headers.
+    headers_only = (envelope.ret or "").upper() == "HDRS" or _delayed(items)
+    returned, returned_type, returned_8bit, returned_ends = _returned(
+        headers_only, facts
+    )
     cte = "8bit" if returned_8bit else "7bit"
 
     boundary = f"{queue_id}.{secrets.token_hex(8)}/{_clean(reporting_mta)}"
@@ -169,7 +191,7 @@ def report(
     head = [
         f"From: Mail Delivery System <{_clean(postmaster)}>",
         f"To: <{sender}>",
-        "Subject: Undelivered Mail Returned to Sender",
+        f"Subject: {_subject(items)}",
         f"Date: {_date(now)}",
         f"Message-ID: <{queue_id}.{secrets.token_hex(6)}@{_clean(reporting_mta)}>",
         "Auto-Submitted: auto-replied",

@@ -5,6 +5,7 @@ Postfix's fields and words, in a fixed order, through these functions only:
     QUEUEID to=<rcpt> relay=host[ip]:port delay=1.2 tls=TLSv1.3/CIPHER \
         dsn=2.0.0 status=sent (250 2.0.0 Ok)
     QUEUEID sender non-delivery notification: DSNQUEUEID
+    QUEUEID sender delay notification: DSNQUEUEID
     QUEUEID removed
 
 Status words: sent, deferred, bounced, expired. Message content is never
@@ -53,6 +54,10 @@ def notification(queue_id: str, dsn_queue_id: str, to: str) -> None:
     mail.info(
         "%s sender non-delivery notification: %s to=<%s>", queue_id, dsn_queue_id, to
     )
+
+
+def delay_notification(queue_id: str, dsn_queue_id: str, to: str) -> None:
+    mail.info("%s sender delay notification: %s to=<%s>", queue_id, dsn_queue_id, to)
 
 
 def no_notification(queue_id: str, reason: str) -> None:

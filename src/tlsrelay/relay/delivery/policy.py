@@ -100,6 +100,16 @@ def dsn_wanted(notify: str | None, status: str) -> bool:
     return "FAILURE" in notify.upper().split(",")
 
 
+def delay_dsn_wanted(
+    notify: str | None, status: str, age_s: float, delay_warning_s: float
+) -> bool:
+    """RFC 3461 5.2.3: a delay DSN once a recipient has waited delay_warning_s
+    (0 = never, the default), unless NOTIFY was given without DELAY."""
+    if status != spool.DEFERRED or delay_warning_s <= 0 or age_s < delay_warning_s:
+        return False
+    return notify is None or "DELAY" in notify.upper().split(",")
+
+
 def bounces_allowed(envelope: spool.Envelope) -> bool:
     """RFC 5321 6.1 and case 24: a bounce or notice never bounces."""
     return envelope.sender != "" and envelope.origin == "smtp"

@@ -457,6 +457,7 @@ class Scheduler:
             ):
                 self._expire(entry, now)
             self._notify_sender(entry, content, facts, now)
+            self._warn_delayed(entry, content, facts, now)
             state = entry.state
             if all(rs.status in spool_mod.FINAL for rs in state.recipients):
                 self.spool.remove(queue_id)
@@ -556,6 +557,45 @@ class Scheduler:
         for _, rs in due:
             rs.dsn_sent = True
 
+    def _warn_delayed(
+        self,
+        entry: spool_mod.Entry,
+        content: SpooledContent,
+        facts: client.ContentFacts,
+        now: float,
+    ) -> None:
+        """One delay DSN per deferred recipient past delay_warning_s (off by
+        default), for senders that may get reports at all."""
+        envelope = entry.envelope
+        age_s = now - envelope.arrived
+        due = [
+            (i, rs)
+            for i, rs in enumerate(entry.state.recipients)
+            if not rs.delay_dsn_sent
+            and policy.delay_dsn_wanted(
+                envelope.recipients[i].notify,
+                rs.status,
+                age_s,
+                self.delivery.delay_warning_s,
+            )
+        ]
+        if not due or not policy.bounces_allowed(envelope):
+            return
+        items = [_report_item(envelope.recipients[i], rs, "delayed") for i, rs in due]
+        report = dsn.report(
+            queue_id=entry.queue_id,
+            envelope=envelope,
+            facts=facts,
+            items=items,
+            reporting_mta=self.settings.node.hostname,
+            postmaster=self.postmaster,
+            now=now,
+        )
+        dsn_id = self._enqueue_report(report, content)
+        maillog.delay_notification(entry.queue_id, dsn_id, envelope.sender)
+        for _, rs in due:
+            rs.delay_dsn_sent = True
+
     def _enqueue_report(self, report: dsn.Report, content: SpooledContent) -> str:
         """Write a DSN, copying the returned original from the spool in chunks."""
         writer = self.spool.writer(report.envelope)
@@ -578,16 +618,18 @@ def _expired_status(reason: str) -> str:
 
 
 def _report_item(
-    recipient: spool_mod.Recipient, rs: spool_mod.RecipientState
+    recipient: spool_mod.Recipient,
+    rs: spool_mod.RecipientState,
+    action: str = "failed",
 ) -> dsn.ReportItem:
     reply = reply_from_text(rs.last_error)
     status = reply.enhanced
-    if reply.transient:
+    if reply.transient and action == "failed":
         status = _expired_status(rs.last_error)
     return dsn.ReportItem(
         address=recipient.address,
         orcpt=recipient.orcpt,
-        action="failed",
+        action=action,
         status=status,
         diagnostic=rs.last_error,
         remote_mta=rs.relay.partition("[")[0],
