@@ -1,8 +1,10 @@
 """`tlsrelay init [DIR]`: everything a one-machine relay needs to start.
 
-Writes DIR/tlsrelay.toml (every section, defaults spelled out), a self-signed
-ECDSA P-256 certificate for the node's host name with its key (mode 0600),
-the spool directory and the control store. It never overwrites an existing
+Writes DIR/tlsrelay.toml (every section, defaults spelled out; mode 0600,
+since it holds the portal's session secret), a self-signed ECDSA P-256
+certificate for the node's host name with its key (mode 0600), the spool
+directory and the control store (an SQLite file is made 0600: it holds
+password and token hashes). It never overwrites an existing
 config: running it twice is an error, not a reset.
 
 The certificate is for trying the relay out. Customers' MTAs that verify the
@@ -116,12 +118,15 @@ def run(args: argparse.Namespace) -> int:
     base.mkdir(parents=True, exist_ok=True)
     hostname = f"{location.lower()}-tls.{args.provider_domain}"
 
-    path.write_text(render(location, hostname, args.provider_domain))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(render(location, hostname, args.provider_domain))
     settings = config.load(path)
     write_certificate(settings.tls.cert, settings.tls.key, hostname)
     Spool(settings.spool.path).create()
     settings.node.state_dir.mkdir(parents=True, exist_ok=True)
     upgrade_store(settings)
+    _private_store(settings)
 
     print(f"wrote {path}")
     print(f"self-signed certificate for {hostname}: {settings.tls.cert}")
@@ -144,6 +149,19 @@ def render(location: str, hostname: str, provider_domain: str) -> str:
         command_timeout_s=limits.command_timeout_s,
         data_timeout_s=limits.data_timeout_s,
     )
+
+
+def _private_store(settings: config.Settings) -> None:
+    """Make an SQLite store file (and its WAL files) readable by its owner only."""
+    url = config.store_url(settings)
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        return
+    db_path = Path(url[len(prefix) :])
+    for suffix in ("", "-wal", "-shm"):
+        candidate = db_path.with_name(db_path.name + suffix)
+        if candidate.exists():
+            candidate.chmod(0o600)
 
 
 def write_certificate(cert_path: Path, key_path: Path, hostname: str) -> None:
