@@ -79,7 +79,7 @@ def value(metrics: dict, key: str):
 
 def medians(runs: list[dict], kind: str) -> dict:
     """Median of every row's metric over RUNS (None where no run has it)."""
-    out = {}
+    out: dict = {"failed_runs": sum(1 for r in runs if "failed" in r)}
     for key, _, _ in ROWS[kind]:
         values = [v for v in (value(r, key) for r in runs) if v is not None]
         out[key] = statistics.median(values) if values else None
@@ -167,6 +167,9 @@ def markdown(document: dict) -> str:
             ratios = [ratio(scn["median"].get(s, {}).get(metric), base) for s in others]
             row = [label, *map(_fmt, cells), *map(_ratio_cell, ratios)]
             lines.append("| " + " | ".join(row) + " |")
+        failed = [scn["median"].get(s, {}).get("failed_runs", 0) for s in servers]
+        if any(failed):
+            lines.append("| runs that failed | " + " | ".join(map(str, failed)) + " |")
         lines += _cpu_lines(scn, servers)
         lines += _queue_lines(scn, servers)
     return "\n".join([*lines, "", END])
@@ -230,6 +233,7 @@ def _queue_lines(scn: dict, servers: list[str]) -> list[str]:
     out = ["", "Queue length every 5 s during the load (first run of each server):", ""]
     for server in servers:
         runs = scn["runs"].get(server) or []
+        runs = [r for r in runs if "series" in r]
         if runs:
             series = runs[0]["series"]
             points = [p["queue"] for p in series[:: max(1, round(5 / 0.5))]]

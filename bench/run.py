@@ -23,6 +23,7 @@ import argparse
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,12 +36,10 @@ from servers import Certificate, Postfix, Sink, Tlsrelay, make_certificate
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _tlsrelay(hide_uvloop: bool):
-    """A tlsrelay node; with HIDE_UVLOOP, its processes cannot import uvloop and
-    run asyncio's default loop (the node picks uvloop whenever it imports)."""
-    shim = Path(__file__).resolve().parent / "shims" / "no_uvloop"
-    path = os.pathsep.join(filter(None, [str(shim), os.environ.get("PYTHONPATH")]))
-    env = {"PYTHONPATH": path} if hide_uvloop else {}
+def _tlsrelay(loop: str | None):
+    """A tlsrelay node; LOOP "asyncio" sets TLSRELAY_LOOP, which makes the
+    listener workers run asyncio's own loop instead of uvloop."""
+    env = {"TLSRELAY_LOOP": loop} if loop else {}
 
     def make(root: Path, cert: Certificate, sink_port: int, scn) -> Tlsrelay:
         return Tlsrelay(root, cert, sink_port, env=env)
@@ -58,8 +57,8 @@ SERVERS = {
     "postfix": lambda root, cert, sink_port, scn: Postfix(
         root, cert, sink_port, process_limit=POSTFIX_LIMITS[scn.kind]
     ),
-    "tlsrelay": _tlsrelay(hide_uvloop=False),
-    "tlsrelay-asyncio": _tlsrelay(hide_uvloop=True),
+    "tlsrelay": _tlsrelay(None),
+    "tlsrelay-asyncio": _tlsrelay("asyncio"),
 }
 
 
@@ -127,7 +126,18 @@ def run_scenario(args, scn, cert: Certificate, work: Path) -> dict:
             loadavg = os.getloadavg()[0]
             spy = args.profile and name != "postfix"
             spy_dir = args.results / f"profile-{scn.key}-{name}-{pair}" if spy else None
-            metrics = scenarios.run_once(scn, make_server, Sink, root, spy_dir)
+            try:
+                metrics = scenarios.run_once(scn, make_server, Sink, root, spy_dir)
+            except (
+                RuntimeError,
+                OSError,
+                ValueError,
+                subprocess.SubprocessError,
+            ) as exc:
+                # One failed run is reported and left out of the medians.
+                print(f"  {scn.key} {name} #{pair + 1}: FAILED: {exc}", file=sys.stderr)
+                runs[name].append({"failed": str(exc)[-2000:]})
+                continue
             metrics["loadavg_before"] = round(loadavg, 2)
             runs[name].append(metrics)
             if "profile" in metrics:
