@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import socket
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,12 +103,37 @@ def _attempt(host, address, port, options, cafile, trust) -> ProbeResult:
     return result
 
 
+def _greeting(dialogue, options: ProbeOptions, context, host: str):
+    """TLS first with --smtps, then the 220; a wrong port type is named."""
+    if options.smtps:
+        try:
+            dialogue.start_tls(context, host)
+        except DialogueError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ssl.SSLError) and "WRONG_VERSION" in str(cause):
+                raise DialogueError(
+                    f"{exc}; the server spoke plaintext: a STARTTLS port "
+                    "(587) takes no --smtps",
+                    exc.code,
+                ) from exc
+            raise
+        return dialogue.read_reply()
+    try:
+        return dialogue.read_reply()
+    except DialogueError as exc:
+        if not isinstance(exc.__cause__, TimeoutError):
+            raise
+        raise DialogueError(
+            f"no greeting within {options.timeout_s:g} s; an implicit-TLS "
+            "(smtps, 465) port waits for the client's TLS hello: use --smtps",
+            exc.code,
+        ) from exc
+
+
 def _session(dialogue, result: ProbeResult, options: ProbeOptions, cafile, trust):
     helo = options.helo or socket.getfqdn()
     context, capture = tlsinfo.client_context(cafile)
-    if options.smtps:
-        dialogue.start_tls(context, result.host)
-    greeting = dialogue.read_reply()
+    greeting = _greeting(dialogue, options, context, result.host)
     result.banner = str(greeting)
     if greeting.code != 220:
         result.fail("greeting-refused", f"greeting is not 220: {greeting}")
