@@ -441,14 +441,24 @@ def check_map_entry(
     if not value:
         return [F.error("map-no-value", f"key {entry.key} has no value", "", **at)]
     if re.search(r"\s#", value):
+        # The fix must be a line that is right as a whole: check what is left
+        # without the comment and take its fix when it has a fault of its own.
+        bare = MapEntry(entry.key, value.split("#")[0].strip(), entry.line)
+        rest = [
+            f
+            for f in check_map_entry(bare, path, relay, view, mx)
+            if f.severity != "ok"
+        ]
+        fixes = [f.fix for f in rest if f.fix.startswith(entry.key + " ")]
         return [
             F.error(
                 "map-trailing-comment",
                 "text after # is part of the value in a map (comments must "
                 "start the line)",
-                f"{entry.key} {value.split('#')[0].strip()}",
+                fixes[0] if fixes else f"{entry.key} {bare.value}",
                 **at,
-            )
+            ),
+            *rest,
         ]
     transport, sep, nexthop = value.partition(":")
     if sep and nexthop[:1].isspace():
