@@ -300,6 +300,10 @@ def upgrade(settings: config.Settings) -> None:
     from alembic import command
     from alembic.config import Config
 
+    # Alembic's INFO lines ("setup plugin ...") drown serve's start-up output.
+    alembic_log = logging.getLogger("alembic")
+    if alembic_log.level == logging.NOTSET:
+        alembic_log.setLevel(logging.WARNING)
     url = config.store_url(settings)
     eng = engine_for_url(url)
     cfg = Config()
