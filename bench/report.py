@@ -20,8 +20,14 @@ import sys
 import time
 from pathlib import Path
 
-BEGIN = "<!-- bench:begin (written by bench/run.py; edit outside the markers) -->"
-END = "<!-- bench:end -->"
+
+def markers(block: str) -> tuple[str, str]:
+    """The lines that fence generated block BLOCK in the doc."""
+    return (
+        f"<!-- {block}:begin (written by bench/run.py; edit outside the markers) -->",
+        f"<!-- {block}:end -->",
+    )
+
 
 # Rows per kind of scenario: metric key, label, which way is better.
 ROWS = {
@@ -153,18 +159,20 @@ def _ratio_cell(r: float | None) -> str:
     return "—" if r is None else f"{r:.2f}x"
 
 
-def markdown(document: dict) -> str:
+def markdown(document: dict, block: str = "bench") -> str:
+    begin, end = markers(block)
     servers = document["servers"]
-    others = [s for s in servers if s != "postfix"]
-    lines = [BEGIN, "", *_preamble(document), "", *_summary(document, others)]
+    base = "postfix" if "postfix" in servers else servers[0]
+    others = [s for s in servers if s != base]
+    lines = [begin, "", *_preamble(document), "", *_summary(document, base, others)]
     for key, scn in document["scenarios"].items():
         lines += ["", f"### Scenario {key}: {scn['title']}", ""]
-        head = ["metric", *servers, *(f"{s}/postfix" for s in others)]
+        head = ["metric", *servers, *(f"{s}/{base}" for s in others)]
         lines += ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
         for metric, label, _ in ROWS[scn["kind"]]:
             cells = [scn["median"].get(s, {}).get(metric) for s in servers]
-            base = scn["median"].get("postfix", {}).get(metric)
-            ratios = [ratio(scn["median"].get(s, {}).get(metric), base) for s in others]
+            ref = scn["median"].get(base, {}).get(metric)
+            ratios = [ratio(scn["median"].get(s, {}).get(metric), ref) for s in others]
             row = [label, *map(_fmt, cells), *map(_ratio_cell, ratios)]
             lines.append("| " + " | ".join(row) + " |")
         failed = [scn["median"].get(s, {}).get("failed_runs", 0) for s in servers]
@@ -172,7 +180,7 @@ def markdown(document: dict) -> str:
             lines.append("| runs that failed | " + " | ".join(map(str, failed)) + " |")
         lines += _cpu_lines(scn, servers)
         lines += _queue_lines(scn, servers)
-    return "\n".join([*lines, "", END])
+    return "\n".join([*lines, "", end])
 
 
 def _preamble(doc: dict) -> list[str]:
@@ -190,16 +198,16 @@ def _preamble(doc: dict) -> list[str]:
     ]
 
 
-def _summary(doc: dict, others: list[str]) -> list[str]:
-    head = ["scenario", "metric", *doc["servers"], *(f"{s}/postfix" for s in others)]
+def _summary(doc: dict, base: str, others: list[str]) -> list[str]:
+    head = ["scenario", "metric", *doc["servers"], *(f"{s}/{base}" for s in others)]
     lines = ["| " + " | ".join(head) + " | target |", "|" + " --- |" * (len(head) + 1)]
     for key, scn in doc["scenarios"].items():
         metric, target = HEADLINE[key]
         label = next(lab for k, lab, _ in ROWS[scn["kind"]] if k == metric)
         med = scn["median"]
         cells = [_fmt(med.get(s, {}).get(metric)) for s in doc["servers"]]
-        base = med.get("postfix", {}).get(metric)
-        ratios = [_ratio_cell(ratio(med.get(s, {}).get(metric), base)) for s in others]
+        ref = med.get(base, {}).get(metric)
+        ratios = [_ratio_cell(ratio(med.get(s, {}).get(metric), ref)) for s in others]
         lines.append(
             f"| {key} | {label} | " + " | ".join([*cells, *ratios, target]) + " |"
         )
@@ -241,14 +249,15 @@ def _queue_lines(scn: dict, servers: list[str]) -> list[str]:
     return out
 
 
-def update_doc(path: Path, block: str) -> None:
-    """Replace the marked block in PATH (or append it), keeping the rest."""
+def update_doc(path: Path, text_block: str, block: str = "bench") -> None:
+    """Replace generated block BLOCK in PATH (or append it), keeping the rest."""
+    begin, end = markers(block)
     text = path.read_text() if path.exists() else "# Performance\n"
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
     if pattern.search(text):
-        text = pattern.sub(lambda _: block, text)
+        text = pattern.sub(lambda _: text_block, text)
     else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
+        text = text.rstrip("\n") + "\n\n" + text_block + "\n"
     path.write_text(text)
 
 

@@ -77,6 +77,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-doc", action="store_true", help="do not touch the doc")
     p.add_argument("--results", type=Path, default=REPO / "bench" / "results")
     p.add_argument("--note", default="", help="a line for the doc (e.g. noise)")
+    p.add_argument(
+        "--block",
+        default="bench",
+        help="name of the generated block in the doc (e.g. loops for a comparison)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the temp dir")
     p.add_argument(
         "--profile",
@@ -205,9 +210,9 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     path = report.write_json(args.results, document)
     print(f"results: {path}", file=sys.stderr)
-    block = report.markdown(document)
+    block = report.markdown(document, args.block)
     if not args.no_doc:
-        report.update_doc(args.doc, block)
+        report.update_doc(args.doc, block, args.block)
         print(f"table: {args.doc}", file=sys.stderr)
     print(block)
     return 0
