@@ -122,13 +122,17 @@ def parse_recipient(path: str, smtputf8: bool, postmaster: str) -> str:
     """The mailbox of a RCPT path; it must have a domain (no local mailboxes).
 
     ``<postmaster>`` (RFC 5321 4.5.1) becomes ``postmaster`` when that is set,
-    and is refused like any other unqualified recipient when it is "".
+    and is refused like any other unqualified recipient when it is "".  An
+    address-literal domain (``x@[192.0.2.1]``) is refused with 550 5.1.2.
     """
     if path[1:-1].lower() == "postmaster" and postmaster:
         return postmaster
     if path == "<>":
         raise AddressError(RECIPIENT_ERRORS.syntax)
     mailbox = parse_path(path, RECIPIENT_ERRORS, smtputf8)
+    if mailbox.endswith("]"):
+        # The relay must never deliver to an IP address the sender chose.
+        raise AddressError(replies.LITERAL_RECIPIENT)
     return mailbox
 
 

@@ -112,6 +112,9 @@ BAD_RECIPIENT = Reply(501, "5.1.3", "Bad recipient address syntax")
 SENDER_PATH_TOO_LONG = Reply(501, "5.1.7", "Path too long")
 PATH_TOO_LONG = Reply(501, "5.1.3", "Path too long")
 UNQUALIFIED_RECIPIENT = Reply(501, "5.1.3", "Recipient address must include a domain")
+LITERAL_RECIPIENT = Reply(
+    550, "5.1.2", "Address literals are not relayed: use a domain name"
+)
 NEED_SMTPUTF8 = Reply(553, "5.6.7", "Must declare SMTPUTF8 to send unicode address")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
 

@@ -63,6 +63,10 @@ Policies (cases in /work/shared/cases):
 - Null sender: accepted, with any number of recipients (case 24).
 - 8-bit content without BODY=8BITMIME is accepted and recorded as
   ``envelope.body == "8BITMIME"`` (case 23).
+- Recipients at an address literal (``x@[192.0.2.1]``, ``x@[IPv6:...]``)
+  get 550 5.1.2: the relay never delivers to an IP address the sender
+  chose, and such mail could only bounce later.  Literals stay allowed in
+  MAIL FROM and EHLO, where they only describe the client.
 - Unqualified recipients get 501 5.1.3, ``<postmaster>`` too unless
   ``ServerConfig.postmaster`` names the full address it stands for.
 - BDAT: the chunk is always read, also when the command is refused (case
