@@ -3,6 +3,9 @@
 - ``RCPT TO:<x@[127.0.0.1]>`` was accepted and bounced later ("domain not
   found in DNS"); the relay must never deliver to an IP the sender chose, so
   an address-literal recipient is refused at RCPT with 550 5.1.2.
+- An address with octets that are not UTF-8 got 553 5.6.7 "Must declare
+  SMTPUTF8"; it is bad syntax: 501 5.1.7 (MAIL) or 501 5.1.3 (RCPT), with or
+  without SMTPUTF8.
 """
 
 from __future__ import annotations
@@ -32,3 +35,27 @@ def test_address_literal_stays_allowed_in_mail_from_and_ehlo():
     )
     assert codes(got)[1:] == ["250 2.1.0", "250 2.1.5"]
     assert got[0].startswith("250-relay.example.net")
+
+
+@pytest.mark.parametrize("smtputf8", [b"", b" SMTPUTF8"])
+def test_invalid_utf8_in_mail_from_is_a_syntax_error(smtputf8):
+    peer = ready()
+    got = peer.send(b"MAIL FROM:<a\xff\xfe@example.com>" + smtputf8 + b"\r\n")
+    assert got == [str(replies.BAD_SENDER)]
+    assert codes(got) == ["501 5.1.7"]
+
+
+@pytest.mark.parametrize("smtputf8", [b"", b" SMTPUTF8"])
+def test_invalid_utf8_in_rcpt_to_is_a_syntax_error(smtputf8):
+    peer = ready()
+    got = peer.send(
+        b"MAIL FROM:<a@example.com>" + smtputf8 + b"\r\nRCPT TO:<b@ex\xc3.org>\r\n"
+    )
+    assert got == [str(replies.SENDER_OK), str(replies.BAD_RECIPIENT)]
+    assert codes(got[1:]) == ["501 5.1.3"]
+
+
+def test_valid_utf8_without_smtputf8_still_needs_the_declaration():
+    peer = ready()
+    got = peer.send("MAIL FROM:<é@example.com>\r\n".encode())
+    assert got == [str(replies.NEED_SMTPUTF8)]

@@ -100,19 +100,20 @@ def split_path(text: str, errors: Errors) -> tuple[str, str]:
 def parse_path(path: str, errors: Errors, smtputf8: bool) -> str:
     """The mailbox of a bracketed path, source route stripped; "" for ``<>``.
 
-    Raises AddressError for bad syntax, a path over 256 octets, or non-ASCII
-    without SMTPUTF8 (553 5.6.7).
+    Raises AddressError for bad syntax (invalid UTF-8 included), a path over
+    256 octets, or UTF-8 without SMTPUTF8 (553 5.6.7).
     """
     if len(path.encode("utf-8", "surrogateescape")) > MAX_PATH_OCTETS:
         raise AddressError(errors.too_long)
     inner = path[1:-1]
     if inner == "":
         return ""
-    if not inner.isascii():
-        if not smtputf8:
-            raise AddressError(replies.NEED_SMTPUTF8)
-        if _has_surrogates(inner):
-            raise AddressError(errors.syntax)
+    # Octets that are not UTF-8 are bad syntax, declared SMTPUTF8 or not;
+    # only well-formed UTF-8 without SMTPUTF8 is a 553 5.6.7 (RFC 6531 3.2).
+    if _has_surrogates(inner):
+        raise AddressError(errors.syntax)
+    if not inner.isascii() and not smtputf8:
+        raise AddressError(replies.NEED_SMTPUTF8)
     if inner.startswith("@"):
         inner = _strip_route(inner, errors)
     return parse_mailbox(inner, errors, smtputf8)

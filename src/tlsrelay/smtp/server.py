@@ -67,6 +67,9 @@ Policies (cases in /work/shared/cases):
   get 550 5.1.2: the relay never delivers to an IP address the sender
   chose, and such mail could only bounce later.  Literals stay allowed in
   MAIL FROM and EHLO, where they only describe the client.
+- Octets that are not valid UTF-8 in a path are a syntax error (501 5.1.7
+  for MAIL, 501 5.1.3 for RCPT), with or without SMTPUTF8; valid UTF-8
+  without SMTPUTF8 is 553 5.6.7.
 - Unqualified recipients get 501 5.1.3, ``<postmaster>`` too unless
   ``ServerConfig.postmaster`` names the full address it stands for.
 - BDAT: the chunk is always read, also when the command is refused (case
