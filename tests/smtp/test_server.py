@@ -565,7 +565,7 @@ def test_bdat_too_big_is_refused_after_reading_the_chunk():
 def test_bdat_with_unparsable_size_closes_the_session():
     peer = ready()
     got = peer.send(MAIL + RCPT + b"BDAT x\r\nRCPT TO:<v@example.net>\r\n")
-    assert got[2:] == [str(replies.BDAT_SYNTAX)]
+    assert got[2:] == [str(replies.BDAT_SYNTAX), str(replies.BDAT_UNSYNCED)]
     assert peer.events[-1] == events.ConnectionClosed("bdat-syntax")
 
 
@@ -621,5 +621,5 @@ def test_bdat_without_chunking_is_not_implemented_but_still_consumed():
 def test_over_long_bdat_line_closes_since_its_chunk_cannot_be_trusted():
     peer = ready()
     got = peer.send(MAIL + RCPT + b"BDAT 6 LAST" + b" " * 5000 + b"\r\nNOOP\r\n")
-    assert got[2:] == [str(replies.LINE_TOO_LONG)]
+    assert got[2:] == [str(replies.LINE_TOO_LONG), str(replies.BDAT_UNSYNCED)]
     assert peer.events[-1] == events.ConnectionClosed("bdat-syntax")

@@ -6,6 +6,8 @@
 - An address with octets that are not UTF-8 got 553 5.6.7 "Must declare
   SMTPUTF8"; it is bad syntax: 501 5.1.7 (MAIL) or 501 5.1.3 (RCPT), with or
   without SMTPUTF8.
+- ``BDAT abc`` got 501 5.5.4 and the connection was closed without a word;
+  a server that closes says 421 (RFC 5321 3.8): 501, then 421 4.5.0.
 """
 
 from __future__ import annotations
@@ -59,3 +61,20 @@ def test_valid_utf8_without_smtputf8_still_needs_the_declaration():
     peer = ready()
     got = peer.send("MAIL FROM:<é@example.com>\r\n".encode())
     assert got == [str(replies.NEED_SMTPUTF8)]
+
+
+@pytest.mark.parametrize(
+    "line", [b"BDAT abc\r\n", b"BDAT 5 LAST" + b" " * 600 + b"\r\n"]
+)
+def test_unusable_bdat_is_answered_then_closed_with_421(line):
+    peer = ready()
+    got = peer.send(MAIL + b"RCPT TO:<b@example.org>\r\n" + line + b"NOOP\r\n")
+    assert codes(got[2:])[1:] == ["421 4.5.0"]
+    assert codes(got[2:])[0] in ("501 5.5.4", "500 5.5.2")
+    assert peer.closed
+
+
+def test_unusable_bdat_before_tls_is_also_closed_with_421():
+    peer = ready(require_tls=True)
+    got = peer.send(b"BDAT x\r\n")
+    assert got == [str(replies.BDAT_SYNTAX), str(replies.BDAT_UNSYNCED)]

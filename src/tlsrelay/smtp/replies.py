@@ -96,6 +96,10 @@ MAIL_SYNTAX = Reply(501, "5.5.4", "Syntax: MAIL FROM:<address>")
 RCPT_SYNTAX = Reply(501, "5.5.4", "Syntax: RCPT TO:<address>")
 VRFY_SYNTAX = Reply(501, "5.5.4", "Syntax: VRFY address")
 BDAT_SYNTAX = Reply(501, "5.5.4", "Syntax: BDAT count [LAST]")
+# After a BDAT whose chunk size cannot be trusted the octets that follow
+# cannot be told from commands, so the server closes, and a server that
+# closes says 421 (RFC 5321 3.8); X.5.0: a protocol error.
+BDAT_UNSYNCED = Reply(421, "4.5.0", "Lost track of the BDAT chunk, closing connection")
 NEED_HELO = Reply(503, "5.5.1", "Send HELO or EHLO first")
 NESTED_MAIL = Reply(503, "5.5.1", "Sender already specified")
 NEED_MAIL = Reply(503, "5.5.1", "Need MAIL command")

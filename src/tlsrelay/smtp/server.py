@@ -74,8 +74,9 @@ Policies (cases in /work/shared/cases):
   ``ServerConfig.postmaster`` names the full address it stands for.
 - BDAT: the chunk is always read, also when the command is refused (case
   05, and with ``chunking=False``: 502 5.5.1 after the chunk).  A BDAT
-  whose size cannot be parsed gets 501 5.5.4 and the session is closed,
-  since the octets that follow could not be skipped.  Content rules (bare
+  whose size cannot be parsed (or whose line is too long) gets 501 5.5.4
+  (or 500 5.5.2) then 421 4.5.0, and the session is closed, since the
+  octets that follow could not be skipped.  Content rules (bare
   CR/LF, line length, size) apply to BDAT content as to DATA; a failing chunk
   is answered with the error and ends the transaction (RFC 3030 2).
 - A bug inside the core answers 421 4.3.0 and closes; no exception text is
@@ -591,9 +592,14 @@ class ServerConnection:
         if verb == b"BDAT":
             # The chunk size is not trustworthy, so the stream cannot be kept
             # in sync: answer and close rather than read data as commands.
-            self._close("bdat-syntax", reply)
+            self._bdat_unsynced(reply)
         else:
             self._reply(reply)
+
+    def _bdat_unsynced(self, reply: Reply) -> None:
+        """Refuse a BDAT line whose chunk cannot be skipped, then close."""
+        self._reply(reply)
+        self._close("bdat-syntax", replies.BDAT_UNSYNCED)
 
     def _dispatch(self, text: str) -> None:
         verb, _, arg = text.partition(" ")
@@ -618,7 +624,7 @@ class ServerConnection:
             return
         parsed = _bdat_args(arg)
         if parsed is None:
-            self._close("bdat-syntax", replies.BDAT_SYNTAX)
+            self._bdat_unsynced(replies.BDAT_SYNTAX)
         else:
             size, last = parsed
             self._mode = ReadChunk(size, last, size, refusal=reply)
@@ -790,7 +796,7 @@ class ServerConnection:
     def _cmd_bdat(self, arg: str) -> None:
         parsed = _bdat_args(arg)
         if parsed is None:
-            self._close("bdat-syntax", replies.BDAT_SYNTAX)
+            self._bdat_unsynced(replies.BDAT_SYNTAX)
             return
         size, last = parsed
         txn = self._txn
