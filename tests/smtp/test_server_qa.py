@@ -8,12 +8,16 @@
   without SMTPUTF8.
 - ``BDAT abc`` got 501 5.5.4 and the connection was closed without a word;
   a server that closes says 421 (RFC 5321 3.8): 501, then 421 4.5.0.
+- ``EHLO évil.example`` (and control characters) was accepted and ended up
+  raw in the Received: header; such an argument is now 501 5.5.2, while the
+  names customers' Postfix sends (underscores, trailing dot, one label)
+  still pass.
 """
 
 from __future__ import annotations
 
 import pytest
-from test_server_driver import codes, ready
+from test_server_driver import Peer, codes, ready
 
 from tlsrelay.smtp import replies
 
@@ -78,3 +82,45 @@ def test_unusable_bdat_before_tls_is_also_closed_with_421():
     peer = ready(require_tls=True)
     got = peer.send(b"BDAT x\r\n")
     assert got == [str(replies.BDAT_SYNTAX), str(replies.BDAT_UNSYNCED)]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "évil.example".encode(),
+        b"bad\x01name.example",
+        b"bad\x7f.example",
+        b"a\tb.example",
+        b"mail(x).example",
+        b"a@b.example",
+        b"[not-an-ip]",
+        b"x\xff.example",
+    ],
+)
+@pytest.mark.parametrize("verb", ["EHLO", "HELO"])
+def test_implausible_helo_argument_is_refused(verb, name):
+    peer = Peer()
+    got = peer.send(verb.encode() + b" " + name + b"\r\n")
+    assert got == [str(replies.HELO_BAD_NAME.format(verb=verb))]
+    assert codes(got) == ["501 5.5.2"]
+    assert peer.conn.helo is None
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "mail.example.com",
+        "mail_01.example.com",
+        "mail.example.com.",
+        "localhost",
+        "DESKTOP-AB12CD",
+        "192.0.2.7",
+        "[192.0.2.7]",
+        "[IPv6:2001:db8::7]",
+    ],
+)
+def test_common_helo_arguments_are_accepted(name):
+    peer = Peer()
+    got = peer.send(f"EHLO {name}\r\n".encode())
+    assert codes(got)[0].startswith("250")
+    assert peer.conn.helo == name

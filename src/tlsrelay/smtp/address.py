@@ -1,5 +1,8 @@
 """Parse the path and the ESMTP parameters of MAIL FROM and RCPT TO.
 
+Also checks the EHLO/HELO argument (RFC 5321 4.1.1.1), which shares the
+domain and address-literal syntax.
+
 RFC 5321 4.1.2 (Path, Mailbox, Local-part, Domain, address literals),
 4.1.1.3 and appendix F.2 (source routes are accepted and stripped),
 4.5.3.1.3 (256-octet paths; the 64-octet local-part limit is deliberately not
@@ -46,6 +49,7 @@ _UTF8_LOCAL = _local_re(_UTF8_ATEXT, _UTF8_QTEXT)
 _DOMAIN = re.compile(rf"{_LDH}(?:\.{_LDH})*")
 _UTF8_DOMAIN = re.compile(rf"{_UTF8_LDH}(?:\.{_UTF8_LDH})*")
 _GENERAL_LITERAL = re.compile(r"[A-Za-z0-9-]*[A-Za-z0-9]:[\x21-\x5a\x5e-\x7e]+")
+_HELO_NAME = re.compile(r"[A-Za-z0-9_-]{1,63}(?:\.[A-Za-z0-9_-]{1,63})*\.?")
 _XTEXT = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})*")
 _ESMTP_KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
 _ADDR_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
@@ -167,6 +171,21 @@ def _domain_ok(domain: str, smtputf8: bool) -> bool:
         return _literal_ok(domain[1:-1])
     pattern = _UTF8_DOMAIN if smtputf8 else _DOMAIN
     return bool(pattern.fullmatch(domain))
+
+
+def helo_name_ok(name: str) -> bool:
+    """A plausible EHLO/HELO argument: an ASCII host name or address literal.
+
+    RFC 5321 4.1.1.1 asks for a domain or literal.  Like Postfix, underscores,
+    a trailing dot and single-label names are accepted (customers' servers
+    send them); non-ASCII (RFC 6531 3.7.1: EHLO comes before SMTPUTF8), control
+    characters and other punctuation are not.
+    """
+    if len(name) > MAX_PATH_OCTETS:
+        return False
+    if name.startswith("[") and name.endswith("]"):
+        return _literal_ok(name[1:-1])
+    return bool(_HELO_NAME.fullmatch(name))
 
 
 def _literal_ok(literal: str) -> bool:

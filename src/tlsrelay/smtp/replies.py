@@ -92,6 +92,9 @@ LINE_TOO_LONG = Reply(500, "5.5.2", "Line too long")
 BARE_NEWLINE_COMMAND = Reply(501, "5.5.2", "Bare CR or LF not allowed in a command")
 NO_ARGUMENTS = Reply(501, "5.5.4", "This command takes no arguments")
 HELO_SYNTAX = Reply(501, "5.5.4", "Syntax: {verb} hostname")
+HELO_BAD_NAME = Reply(
+    501, "5.5.2", "Invalid {verb} argument: need an ASCII host name or address literal"
+)
 MAIL_SYNTAX = Reply(501, "5.5.4", "Syntax: MAIL FROM:<address>")
 RCPT_SYNTAX = Reply(501, "5.5.4", "Syntax: RCPT TO:<address>")
 VRFY_SYNTAX = Reply(501, "5.5.4", "Syntax: VRFY address")

@@ -70,6 +70,10 @@ Policies (cases in /work/shared/cases):
 - Octets that are not valid UTF-8 in a path are a syntax error (501 5.1.7
   for MAIL, 501 5.1.3 for RCPT), with or without SMTPUTF8; valid UTF-8
   without SMTPUTF8 is 553 5.6.7.
+- EHLO/HELO: the argument must look like an ASCII host name or an address
+  literal, else 501 5.5.2 (non-ASCII, control characters, other
+  punctuation: it ends up in the Received: header).  Lenient like Postfix:
+  underscores, a trailing dot, single labels and bare IPs pass.
 - Unqualified recipients get 501 5.1.3, ``<postmaster>`` too unless
   ``ServerConfig.postmaster`` names the full address it stands for.
 - BDAT: the chunk is always read, also when the command is refused (case
@@ -637,8 +641,11 @@ class ServerConnection:
 
     def _hello(self, verb: str, arg: str, esmtp: bool) -> None:
         name = arg.strip(" ")
-        if not name or " " in name or not name.isprintable():
+        if not name or " " in name:
             self._reply(replies.HELO_SYNTAX.format(verb=verb))
+            return
+        if not address.helo_name_ok(name):
+            self._reply(replies.HELO_BAD_NAME.format(verb=verb))
             return
         self.helo, self.esmtp = name, esmtp
         self._txn = None  # RFC 5321 4.1.4: EHLO resets the transaction
