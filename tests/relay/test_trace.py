@@ -84,3 +84,15 @@ def test_peer_words_cannot_break_the_header(helo):
 )
 def test_protocol_names(changes, name):
     assert protocol(info(**changes)) == name
+
+
+@pytest.mark.parametrize(
+    "word",
+    ["évil.example", "x\x00y", "a\x7fb", "a\x1bb", "\udcff.example", "δ@example.org"],
+)
+def test_peer_words_become_printable_ascii(word):
+    # QA: "EHLO évil.example" reached the header raw; defence in depth.
+    header = received(info(helo=word), "0A", [word], NOW)
+    assert header.isascii()
+    assert all(32 <= octet < 127 or octet in b"\r\n\t" for octet in header)
+    assert "?" in clean(word)

@@ -8,8 +8,9 @@ Protocol names come from RFC 3848 (ESMTPS: ESMTP with STARTTLS or TLS on
 connect) and RFC 6531 (UTF8SMTPS); the TLS version and cipher go in a
 comment, as Postfix writes them.
 
-Everything the peer chose (EHLO name, recipient) is reduced to characters
-that cannot end the header or break its comment structure. This module never
+Everything the peer chose (EHLO name, recipient) is reduced to printable
+ASCII that cannot end the header or break its comment structure: no
+control characters, no non-ASCII octets, no spaces or parentheses. This module never
 adds any other header and never changes the message itself.
 """
 
@@ -20,8 +21,11 @@ import time
 from dataclasses import dataclass
 from email.utils import formatdate
 
-# Characters kept from peer-supplied words; anything else becomes "?".
-_SAFE_WORD = re.compile(r"[^A-Za-z0-9.\-_:\[\]@+=/!#$%&'*^`{|}~\x80-\U0010ffff]")
+# Characters kept from peer-supplied words; anything else becomes "?".  Only
+# printable ASCII: the server core refuses non-ASCII EHLO names, and this is
+# the second line of defence (a UTF-8 recipient under SMTPUTF8 loses its
+# non-ASCII characters here, which only costs readability of the header).
+_SAFE_WORD = re.compile(r"[^A-Za-z0-9.\-_:\[\]@+=/!#$%&'*^`{|}~]")
 _MAX_WORD = 255
 
 
