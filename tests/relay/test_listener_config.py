@@ -9,6 +9,7 @@ import time
 import pytest
 
 from support.node import Node, SmtpWire, wait_for
+from tlsrelay.relay import spool
 from tlsrelay.smtp import replies
 
 MESSAGE = b"Subject: test\r\n\r\nhello\r\n"
@@ -151,8 +152,10 @@ def test_peer_closing_mid_message_leaves_nothing(tmp_path, port):
             smtp.command("MAIL FROM:<a@example.com>", 250)
             smtp.command("RCPT TO:<b@example.net>", 250)
             smtp.command("DATA", 354)
-            smtp.send(b"Subject: cut\r\n\r\npartial content\r\n")
-            wait_for(node.leftovers, 5, "the reception to start")
+            # Past the spool's memory limit, so the message has its tmp/ file.
+            line = b"x" * 998 + b"\r\n"
+            smtp.send(b"Subject: cut\r\n\r\n" + line * (spool.MEMORY_LIMIT // 900))
+            wait_for(node.leftovers, 5, "the reception to reach its file")
         wait_for(lambda: not node.leftovers(), 5, "tmp/ to be cleaned")
         assert node.queued() == []
 

@@ -8,6 +8,8 @@ cannot show deterministically.
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import socket
 import ssl
 
@@ -16,6 +18,7 @@ import trustme
 
 from tlsrelay import config
 from tlsrelay.relay import access
+from tlsrelay.relay import spool as spool_mod
 from tlsrelay.relay.listener import SMTPS, SUBMISSION, Listener, Session
 from tlsrelay.relay.spool import Spool
 from tlsrelay.relay.tlsio import CertificateStore
@@ -197,3 +200,48 @@ def test_a_bug_of_ours_answers_421_and_closes(listener, ca, monkeypatch, caplog)
 
     asyncio.run(main())
     assert "simulated bug" in caplog.text
+
+
+def test_a_failed_group_commit_answers_452_and_the_session_goes_on(
+    listener, ca, monkeypatch
+):
+    def broken(fd):
+        raise OSError(errno.EIO, "Input/output error")
+
+    async def send_message(session, transport, client) -> bytes:
+        sent = len(transport.writes)
+        client.obj.write(
+            b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n"
+        )
+        session.data_received(client.outgoing.read())
+        client.obj.write(b"Subject: x\r\n\r\nbody\r\n.\r\n")
+        session.data_received(client.outgoing.read())
+        for _ in range(500):
+            if transport.reading:
+                break
+            await asyncio.sleep(0.01)
+        return client.receive(b"".join(transport.writes[sent:]))
+
+    async def main():
+        transport = RecordingTransport()
+        session = Session(listener, SMTPS)
+        session.connection_made(transport)
+        client = TlsClient(ca)
+        handshake_smtps(session, transport, client)
+        client.obj.write(b"EHLO client.example\r\n")
+        session.data_received(client.outgoing.read())
+        client.receive(b"".join(transport.writes[2:]))
+
+        monkeypatch.setattr(spool_mod.os, "fdatasync", broken)
+        answers = await send_message(session, transport, client)
+        assert answers.endswith(b"\r\n452 4.3.1 Insufficient system storage\r\n")
+        assert listener.spool.ids() == []
+        assert os.listdir(listener.spool.tmp_dir) == []
+
+        monkeypatch.undo()
+        answers = await send_message(session, transport, client)
+        assert b"\r\n250 2.0.0 Ok: queued as " in answers
+        assert len(listener.spool.ids()) == 1
+        session.connection_lost(None)
+
+    asyncio.run(main())

@@ -9,9 +9,12 @@ the core's questions:
   554 5.7.1, and a node without a snapshot 451 4.3.0 (DESIGN.md).
 - DATA / first BDAT: room on the spool disk, else 452 4.3.1; then a spool
   writer is opened and the `Received:` header (relay/trace.py) written first.
-- content: streamed into the writer as it arrives, never held in memory.
-- end of content: the writer commits (fsync, rename, fsync of the directory)
-  in a thread; only then 250 2.0.0 with the queue id, and delivery is woken.
+- content: handed to the writer as it arrives; the spool keeps the first
+  256 KiB in memory and streams the rest of a big message to its file.
+- end of content: the writer goes to the worker's group committer (one
+  thread, relay/spool.py), which fsyncs it with every other message ending
+  at that moment, renames them into the queue and fsyncs the directory;
+  only then 250 2.0.0 with the queue id, and delivery is woken for the batch.
   A failed write or commit answers 452 4.3.1 and leaves nothing behind.
 
 Each turn (one read from the socket) ends with a single write of everything
@@ -49,7 +52,14 @@ from collections.abc import Callable
 
 from tlsrelay import config
 from tlsrelay.relay import access, proxyproto, trace
-from tlsrelay.relay.spool import Envelope, Recipient, Spool, SpoolFull, Writer
+from tlsrelay.relay.spool import (
+    Committer,
+    Envelope,
+    Recipient,
+    Spool,
+    SpoolFull,
+    Writer,
+)
 from tlsrelay.relay.tlsio import CertificateStore, TlsError, TlsSession
 from tlsrelay.smtp import events, replies
 from tlsrelay.smtp.replies import Reply
@@ -100,6 +110,7 @@ class Listener:
         self.certs = certs
         self.access = access_list
         self.spool = spool
+        self.committer = Committer(spool)
         self.location = settings.node.location.upper()
         self.proxy_from = [
             ipaddress.ip_network(n, strict=False) for n in settings.listen.proxy_from
@@ -425,8 +436,8 @@ class Session(asyncio.Protocol):
             return
         self.committing = True
         self._update_reading()
-        task = asyncio.ensure_future(asyncio.to_thread(self.writer.commit))
-        task.add_done_callback(lambda done: self._committed(done, event.envelope))
+        future = self.listener.committer.submit(self.writer)
+        future.add_done_callback(lambda done: self._committed(done, event.envelope))
 
     def _committed(self, done: asyncio.Future[str], envelope: events.Envelope) -> None:
         try:
@@ -449,7 +460,6 @@ class Session(asyncio.Protocol):
         else:
             self.messages += 1
             self._log_accept(queue_id, writer, envelope)
-            self.listener.spool.notify(queue_id)
             if not self.closed:
                 self.conn.accept_message(queue_id)
         if self.closed:

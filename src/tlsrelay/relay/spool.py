@@ -6,31 +6,47 @@ Layout of one node's spool directory:
     queue/ID.msg    an accepted message: envelope header + content, immutable
     queue/ID.st     its delivery state (per-recipient status, attempts, hold),
                     replaced atomically after every change; absent = fresh
-    notify.sock     datagram socket of the delivery process ("ID" = new mail)
+    notify.sock     datagram socket of the delivery process: queue ids
+                    separated by spaces ("ID" or "ID1 ID2 ..." = new mail)
 
 A message file is written to tmp/, fsynced, renamed into queue/ and the
-directory fsynced before the listener answers 250 (Writer.commit). Nothing is
-ever rewritten in place: the state file is replaced by rename. So a crash at
-any moment leaves either no message or a complete one; a complete one with a
-lost state update is delivered again (a duplicate), never lost.
+directory fsynced before the listener answers 250. Nothing is ever rewritten
+in place: the state file is replaced by rename. So a crash at any moment
+leaves either no message or a complete one; a complete one with a lost state
+update is delivered again (a duplicate), never lost.
+
+How intake works. A Writer keeps the first MEMORY_LIMIT octets of a message
+in memory and opens its tmp/ file only when the message grows past that, so
+a small message costs no file system call until its end. Then either
+Writer.commit makes it durable on its own (blocking: DSNs, notices), or a
+listener hands it to the process's Committer: one thread that takes every
+message waiting at that moment, writes and fdatasyncs each file, renames
+them all into queue/, fsyncs the directory once for the whole batch, and
+only then resolves each session's future, which is when the session may
+answer 250 (group commit). A message whose own file fails is refused alone;
+a failed directory fsync refuses the whole batch. Either way a refused
+message leaves nothing behind.
 
 Message file format: b"TLSRELAY1 <n>\\n", then n octets of envelope JSON,
 then the message exactly as it will be sent (CRLF lines, unstuffed).
 
 This module never parses SMTP and never opens sockets except the one
-best-effort datagram to wake delivery.
+best-effort datagram socket to wake delivery.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import errno
 import fcntl
 import json
 import os
+import queue
 import secrets
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -39,6 +55,10 @@ from pathlib import Path
 MAGIC = b"TLSRELAY1 "
 MSG_SUFFIX = ".msg"
 STATE_SUFFIX = ".st"
+# Content kept in memory before a message gets its tmp/ file.
+MEMORY_LIMIT = 256 * 1024
+# Queue ids per notify datagram (17 octets each with the space).
+NOTIFY_BATCH = 64
 
 # Recipient statuses, in Postfix's words where it has them.
 PENDING = "pending"  # never tried
@@ -140,25 +160,30 @@ def _translate(exc: OSError) -> SpoolFull:
 
 
 class Writer:
-    """One message on its way into the spool; commit() makes it durable."""
+    """One message on its way into the spool; commit() makes it durable.
 
-    def __init__(self, spool: Spool, envelope: Envelope, prefix: bytes) -> None:
+    Content stays in memory up to MEMORY_LIMIT octets; past that it goes to
+    the tmp/ file as it arrives.
+    """
+
+    def __init__(
+        self,
+        spool: Spool,
+        envelope: Envelope,
+        prefix: bytes,
+        memory_limit: int,
+    ) -> None:
         self.spool = spool
         self.queue_id = new_queue_id()
         self.envelope = envelope
         self.size = 0
         self._tmp = spool.tmp_dir / (self.queue_id + MSG_SUFFIX)
         self._fd = -1
-        try:
-            self._fd = os.open(
-                self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
-            )
-            head = envelope.to_json()
-            self._write(MAGIC + str(len(head)).encode() + b"\n" + head)
-            self.write(prefix)
-        except OSError as exc:
-            self.abort()
-            raise _translate(exc) from exc
+        head = envelope.to_json()
+        self._chunks = [MAGIC + str(len(head)).encode() + b"\n" + head]
+        self._buffered = len(self._chunks[0])
+        self._memory_limit = memory_limit
+        self.write(prefix)
 
     def _write(self, data: bytes) -> None:
         view = memoryview(data)
@@ -167,6 +192,13 @@ class Writer:
 
     def write(self, data: bytes) -> None:
         """Append message content; raises SpoolFull and leaves nothing behind."""
+        if self._fd < 0:
+            self._chunks.append(data)
+            self._buffered += len(data)
+            self.size += len(data)
+            if self._buffered > self._memory_limit:
+                self._to_file()
+            return
         try:
             self._write(data)
         except OSError as exc:
@@ -174,33 +206,179 @@ class Writer:
             raise _translate(exc) from exc
         self.size += len(data)
 
+    def _to_file(self) -> None:
+        """Create the tmp/ file and move the buffered octets into it."""
+        try:
+            self._open_and_flush()
+        except OSError as exc:
+            self.abort()
+            raise _translate(exc) from exc
+
+    def _open_and_flush(self) -> None:
+        self._fd = os.open(
+            self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
+        )
+        chunks, self._chunks = self._chunks, []
+        self._buffered = 0
+        self._write(b"".join(chunks))
+
+    def sync_file(self) -> None:
+        """Write what is buffered and fdatasync the tmp/ file; raises OSError.
+
+        The first half of a commit, shared by commit() and the Committer.
+        """
+        if self._fd < 0:
+            self._open_and_flush()
+        os.fdatasync(self._fd)
+        fd, self._fd = self._fd, -1
+        os.close(fd)  # closed even when it fails: never closed twice
+
+    def publish(self) -> Path:
+        """Rename the synced file into queue/; the directory still needs fsync."""
+        final = self.spool.queue_dir / (self.queue_id + MSG_SUFFIX)
+        os.rename(self._tmp, final)
+        return final
+
     def commit(self) -> str:
         """fsync, move into the queue, fsync the directory; return the queue id.
 
-        Blocking: run it in a worker thread from an event loop.
+        Blocking: one message on its own. Listeners use a Committer instead.
         """
-        final = self.spool.queue_dir / (self.queue_id + MSG_SUFFIX)
+        final: Path | None = None
         try:
-            os.fsync(self._fd)
-            os.close(self._fd)
-            self._fd = -1
-            os.rename(self._tmp, final)
+            self.sync_file()
+            final = self.publish()
             _fsync_dir(self.spool.queue_dir)
         except OSError as exc:
-            self.abort()
-            with contextlib.suppress(OSError):
-                os.unlink(final)
+            self.fail(final)
             raise _translate(exc) from exc
         return self.queue_id
 
+    def fail(self, final: Path | None = None) -> None:
+        """Undo a commit that went wrong: abort, and unlink FINAL if renamed."""
+        self.abort()
+        if final is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(final)
+
     def abort(self) -> None:
         """Forget the message; safe to call more than once."""
-        if self._fd >= 0:
+        self._chunks = []
+        self._buffered = 0
+        if self._fd < 0:
+            # A file exists only once the content outgrew memory (or while a
+            # commit writes it); unlinking a name never created is harmless.
             with contextlib.suppress(OSError):
-                os.close(self._fd)
-            self._fd = -1
+                os.unlink(self._tmp)
+            return
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+        self._fd = -1
         with contextlib.suppress(OSError):
             os.unlink(self._tmp)
+
+
+class Committer:
+    """Group commit: one thread makes waiting messages durable in batches.
+
+    submit() is called from an event loop and returns a future that resolves
+    to the queue id once the message's file and the queue directory are on
+    disk, or fails with SpoolFull (nothing left behind). One wake-up of the
+    loop resolves a whole batch; the batch's queue ids then go to delivery in
+    one datagram. The thread starts at the first submit and lives as long as
+    the process (a daemon: a crash mid-batch is a crash, answered by nobody).
+    """
+
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
+        self._waiting: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.batches = 0  # for tests and statistics
+
+    def submit(self, writer: Writer) -> asyncio.Future[str]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[str] = loop.create_future()
+        self._start()
+        self._waiting.put(_Pending(writer, future, loop))
+        return future
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="spool-committer", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self.run_once()
+
+    def run_once(self) -> None:
+        """Wait for a message, take all that wait with it, commit them."""
+        batch = [self._waiting.get()]
+        with contextlib.suppress(queue.Empty):
+            while True:
+                batch.append(self._waiting.get_nowait())
+        self.commit_batch(batch)
+
+    def commit_batch(self, batch: list[_Pending]) -> None:
+        """Make BATCH durable, then hand every outcome back to its loop."""
+        self.batches += 1
+        published: list[tuple[_Pending, Path]] = []
+        for item in batch:
+            final: Path | None = None
+            try:
+                item.writer.sync_file()
+                final = item.writer.publish()
+            except OSError as exc:
+                item.writer.fail(final)
+                item.error = _translate(exc)
+                continue
+            published.append((item, final))
+        if published:
+            try:
+                _fsync_dir(self.spool.queue_dir)
+            except OSError as exc:
+                for item, final in published:
+                    item.writer.fail(final)
+                    item.error = _translate(exc)
+        self._hand_back(batch)
+
+    def _hand_back(self, batch: list[_Pending]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}
+        for item in batch:
+            by_loop.setdefault(item.loop, []).append(item)
+        for loop, items in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # that loop has closed
+                loop.call_soon_threadsafe(self._resolve, items)
+
+    def _resolve(self, items: list[_Pending]) -> None:
+        """In the loop: answer each session, then wake delivery once."""
+        committed = []
+        for item in items:
+            if item.error is None:
+                committed.append(item.writer.queue_id)
+            if item.future.done():
+                continue
+            if item.error is None:
+                item.future.set_result(item.writer.queue_id)
+            else:
+                item.future.set_exception(item.error)
+        if committed:
+            # Done-callbacks run before this: the sessions log and answer first.
+            asyncio.get_running_loop().call_soon(self.spool.notify_many, committed)
+
+
+@dataclass
+class _Pending:
+    """One message handed to the Committer, and where its answer goes."""
+
+    writer: Writer
+    future: asyncio.Future[str]
+    loop: asyncio.AbstractEventLoop
+    error: SpoolFull | None = None
 
 
 @dataclass
@@ -226,6 +404,8 @@ class Spool:
         self.queue_dir = self.path / "queue"
         self.notify_path = self.path / "notify.sock"
         self.min_free_bytes = min_free_bytes
+        self.memory_limit = MEMORY_LIMIT
+        self._notify_sock: socket.socket | None = None
 
     def create(self) -> Spool:
         for d in (self.path, self.tmp_dir, self.queue_dir):
@@ -256,7 +436,7 @@ class Spool:
         """Start a message; PREFIX (the trace header) goes before the content."""
         if not envelope.arrived:
             envelope.arrived = time.time()
-        return Writer(self, envelope, prefix)
+        return Writer(self, envelope, prefix, self.memory_limit)
 
     def enqueue(self, envelope: Envelope, content: bytes) -> str:
         """Write a whole message at once (notices, DSNs); blocking."""
@@ -268,10 +448,24 @@ class Spool:
 
     def notify(self, queue_id: str) -> None:
         """Wake the delivery process; it also rescans, so losing this is fine."""
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.setblocking(False)
+        self.notify_many([queue_id])
+
+    def notify_many(self, queue_ids: list[str]) -> None:
+        """Send queue ids to delivery, NOTIFY_BATCH per datagram; best effort."""
+        sock = self._notify_socket()
+        path = str(self.notify_path)
+        for start in range(0, len(queue_ids), NOTIFY_BATCH):
+            data = " ".join(queue_ids[start : start + NOTIFY_BATCH]).encode()
             with contextlib.suppress(OSError):
-                sock.sendto(queue_id.encode(), str(self.notify_path))
+                sock.sendto(data, path)
+
+    def _notify_socket(self) -> socket.socket:
+        """One unbound datagram socket per Spool, made on first use."""
+        if self._notify_sock is None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            self._notify_sock = sock
+        return self._notify_sock
 
     # -- reading ------------------------------------------------------------
 
@@ -354,8 +548,16 @@ class Spool:
         os.rename(tmp, final)
         _fsync_dir(self.queue_dir)
 
-    def remove(self, queue_id: str) -> None:
-        """Drop a message whose recipients are all final (or that was deleted)."""
+    def remove(self, queue_id: str, durable: bool = True) -> None:
+        """Drop a message whose recipients are all final (or that was deleted).
+
+        DURABLE=False skips the fsync of the directory. Delivery uses that
+        after a message is done: if a crash loses the unlink, the message
+        comes back and is delivered again, a duplicate the design accepts,
+        and the delivery loop does not wait for a journal commit per
+        message. An operator's delete keeps it, so a deleted message does
+        not come back.
+        """
         msg = self.msg_path(queue_id)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.queue_dir / (queue_id + STATE_SUFFIX))
@@ -363,4 +565,5 @@ class Spool:
             os.unlink(msg)
         except FileNotFoundError:
             raise NoSuchMessage(queue_id) from None
-        _fsync_dir(self.queue_dir)
+        if durable:
+            _fsync_dir(self.queue_dir)

@@ -22,8 +22,9 @@ else its state file is replaced atomically. A crash before that write
 repeats the attempt: a duplicate, never a loss.
 
 The process is woken by a datagram on spool/notify.sock (spool.notify)
-carrying a queue id, which is (re)read into the index at once; the
-directory is listed again every `rescan_s` to catch lost datagrams.
+carrying one queue id or several separated by spaces (spool.notify_many),
+each (re)read into the index at once; the directory is listed again every
+`rescan_s` to catch lost datagrams.
 Clock, resolver and TLS context are injected so tests run without waiting.
 """
 
@@ -189,10 +190,11 @@ class Scheduler:
 
     def _on_notify(self, sock: socket.socket) -> None:
         with contextlib.suppress(BlockingIOError, OSError):
-            while data := sock.recv(256):
-                queue_id = data.decode("ascii", "replace")
-                if queue_id.isalnum():
-                    self._notified.add(queue_id)
+            # One datagram carries one queue id or a batch separated by spaces.
+            while data := sock.recv(4096):
+                for queue_id in data.decode("ascii", "replace").split():
+                    if queue_id.isalnum():
+                        self._notified.add(queue_id)
         self._wake.set()
 
     async def _drain_in_flight(self, grace_s: float = 10.0) -> None:
@@ -460,7 +462,8 @@ class Scheduler:
             self._warn_delayed(entry, content, facts, now)
             state = entry.state
             if all(rs.status in spool_mod.FINAL for rs in state.recipients):
-                self.spool.remove(queue_id)
+                # No directory fsync: a lost unlink is a duplicate, never a loss.
+                self.spool.remove(queue_id, durable=False)
                 maillog.removed(queue_id)
                 return
             if outcomes:
