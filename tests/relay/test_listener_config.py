@@ -80,7 +80,7 @@ def test_proxy_protocol_only_from_configured_proxies(tmp_path):
 
 @contextlib.contextmanager
 def tmpfs(path, size: str):
-    path.mkdir(parents=True)
+    path.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path], check=True
     )

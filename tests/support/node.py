@@ -124,6 +124,7 @@ class Node:
         for extra in cert.cert_chain_pems[1:]:
             extra.write_to_path(base / "cert.pem", append=True)
         cert.private_key_pem.write_to_path(base / "key.pem")
+        (base / "spool").mkdir()  # serve refuses a missing spool, as init makes it
         node = cls(base, ca, free_port(), free_port(), control=control)
         sections: dict[str, dict[str, object]] = {
             "node": {"name": "lon-test", "location": LOCATION, "hostname": HOSTNAME},

@@ -1,7 +1,8 @@
 """`tlsrelay -c FILE serve`: run the relay in the foreground.
 
-Checks what would otherwise fail later and quietly (the certificate, the
-listen addresses), brings the store and the spool up to date, then hands
+Checks what would otherwise fail later and quietly (the spool directory
+exists, the certificate, the listen addresses), brings the store and the
+spool up to date (tmp/ and queue/ inside the spool directory), then hands
 over to the supervisor (relay/supervisor.py), which runs the listener
 workers, the delivery process and the control process until SIGTERM or
 Ctrl-C. It refuses to start without a usable certificate: a relay that
@@ -46,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     verbose = args.verbose
     logging.getLogger().setLevel(logging.DEBUG if verbose else logging.INFO)
     settings = load_settings(args)
+    spool = open_spool(settings)
 
     try:
         CertificateStore(settings.tls.cert, settings.tls.key)
@@ -56,7 +58,6 @@ def run(args: argparse.Namespace) -> int:
         check_free(kind, address)
 
     upgrade_store(settings, required=False)
-    spool = Spool(settings.spool.path).create()
     removed = spool.clean_tmp()
     if removed:
         log.info("removed %d unfinished receptions from %s", removed, spool.tmp_dir)
@@ -72,6 +73,22 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"cannot start: {exc}") from None
     print_banner(settings, workers)
     return sup.run()
+
+
+def open_spool(settings: config.Settings) -> Spool:
+    """The spool, with tmp/ and queue/ made inside its existing directory.
+
+    A missing spool directory is refused, as Postfix refuses a missing
+    queue_directory: creating it would hide a typo in [spool] path and
+    leave the real queue unserved.
+    """
+    path = settings.spool.path
+    if not path.is_dir():
+        raise CommandError(
+            f"spool directory {path} does not exist; "
+            "create it with `tlsrelay init` or mkdir"
+        )
+    return Spool(path).create()
 
 
 def listen_addresses(settings: config.Settings) -> list[tuple[str, str]]:
