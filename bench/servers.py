@@ -339,6 +339,7 @@ class Tlsrelay:
 
     def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "spool").mkdir(mode=0o700, exist_ok=True)  # serve wants it made
         self._write_config()
         exe = Path(sys.executable).with_name("tlsrelay")
         self._allow_loopback(exe)
