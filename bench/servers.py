@@ -230,6 +230,11 @@ class Postfix:
         return sum(len(files) for q in self.QUEUES for _, _, files in os.walk(root / q))
 
     def stop(self) -> None:
+        """`postfix stop`, then SIGKILL whatever of the instance is left."""
+        if not self.pid:
+            pid_file = self.dir / "queue" / "pid" / "master.pid"
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                self.pid = int(pid_file.read_text().split()[0])
         if not self.pid:
             return
         family = [self.pid, *descendants(self.pid)]
