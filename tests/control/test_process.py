@@ -89,3 +89,38 @@ def test_outage_keeps_last_snapshot(settings, tmp_path, caplog):
     assert "unavailable" in warnings[0] and "keeping the last snapshot" in warnings[0]
     assert path.read_bytes() == before
     db.dispose(url)
+
+
+def test_polls_read_the_counter_and_rebuild_only_when_it_moves(settings, monkeypatch):
+    publisher = Publisher(settings)
+    built = []
+    real_snapshot = lists.snapshot
+
+    def snapshot(session, location):
+        built.append(location)
+        return real_snapshot(session, location)
+
+    monkeypatch.setattr(lists, "snapshot", snapshot)
+    assert publisher.poll_once() is True
+    assert publisher.poll_once() is False
+    assert publisher.poll_once() is False
+    assert built == ["LON"]
+
+    with db.transaction(settings) as session:
+        lists.add(session, "LON", lists.parse_network("8.8.8.8"), "test")
+    assert publisher.poll_once() is True
+    assert built == ["LON", "LON"]
+
+
+def test_store_lost_between_polls_keeps_last_snapshot(settings, tmp_path, caplog):
+    url = f"postgresql+psycopg://postgres:secret@127.0.0.1:{closed_port()}/test"
+    down = config.load(write_config(tmp_path, url))
+    publisher = Publisher(down)
+    publisher.ready = True  # migrated before; the store went away since
+    with caplog.at_level(logging.WARNING, logger="tlsrelay.control.process"):
+        assert publisher.poll_once() is False
+        assert publisher.poll_once() is False
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "unavailable" in warnings[0], warnings
+    assert "secret" not in warnings[0]
+    db.dispose(url)

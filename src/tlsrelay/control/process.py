@@ -24,11 +24,17 @@ import sys
 import threading
 from pathlib import Path
 
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
+
 from tlsrelay import config
 from tlsrelay.control import db, lists
 from tlsrelay.control.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
+
+_VERSION = select(db.StoreState.version)
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:
@@ -52,21 +58,27 @@ class Publisher:
         self.ready = False
         self.outage = False
         self.stop_event = threading.Event()
+        self.path = lists.snapshot_path(settings, settings.node.location)
+        self._engine: Engine | None = None
 
     def poll_once(self) -> bool:
-        """Publish if the store changed; True when a new snapshot was written."""
+        """Publish if the store changed; True when a new snapshot was written.
+
+        Each poll reads only the change counter, on a pooled connection and
+        without an ORM session; the lists are read only when it moved (or
+        the file was changed by someone else).
+        """
         try:
             if not self.ready:
                 db.upgrade(self.settings)
                 self.ready = True
+            version = self._store_version()
+            if version == self.published_version and _stamp(self.path) == (
+                self.published_stamp
+            ):
+                self._recovered()
+                return False
             with db.transaction(self.settings) as session:
-                version = db.read_version(session)
-                path = lists.snapshot_path(self.settings, self.settings.node.location)
-                if version == self.published_version and _stamp(path) == (
-                    self.published_stamp
-                ):
-                    self._recovered()
-                    return False
                 data = lists.snapshot(session, self.settings.node.location)
         except StoreUnavailable as exc:
             if not self.outage:
@@ -82,6 +94,16 @@ class Publisher:
         self.published_version = data.version
         self.published_stamp = _stamp(path)
         return True
+
+    def _store_version(self) -> int:
+        if self._engine is None:
+            self._engine = db.engine(self.settings)
+        try:
+            with self._engine.connect() as conn:
+                return conn.execute(_VERSION).scalar_one()
+        except (OperationalError, InterfaceError) as exc:
+            # The same StoreUnavailable (no password, driver message) as db.py.
+            raise db._unavailable(self.settings, exc) from None
 
     def _recovered(self) -> None:
         if self.outage:
