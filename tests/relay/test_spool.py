@@ -288,3 +288,16 @@ def test_notify_many_splits_long_batches(spool, delivery_socket):
     spool.notify(ids[0])
     got = received(delivery_socket)
     assert [g.split() for g in got] == [ids[: sp.NOTIFY_BATCH], ids[-1:], ids[:1]]
+
+
+def test_a_bug_in_the_committer_refuses_the_batch_instead_of_hanging(
+    spool, monkeypatch, caplog
+):
+    def buggy(self):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(sp.Writer, "publish", buggy)
+    results = run_batch(spool, writers(spool, 2))
+    assert all(isinstance(r, sp.SpoolFull) for r in results)
+    assert spool.ids() == [] and os.listdir(spool.tmp_dir) == []
+    assert "simulated bug" in caplog.text

@@ -42,6 +42,7 @@ import contextlib
 import errno
 import fcntl
 import json
+import logging
 import os
 import queue
 import secrets
@@ -51,6 +52,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 MAGIC = b"TLSRELAY1 "
 MSG_SUFFIX = ".msg"
@@ -179,6 +182,7 @@ class Writer:
         self.size = 0
         self._tmp = spool.tmp_dir / (self.queue_id + MSG_SUFFIX)
         self._fd = -1
+        self._published: Path | None = None
         head = envelope.to_json()
         self._chunks = [MAGIC + str(len(head)).encode() + b"\n" + head]
         self._buffered = len(self._chunks[0])
@@ -233,33 +237,33 @@ class Writer:
         fd, self._fd = self._fd, -1
         os.close(fd)  # closed even when it fails: never closed twice
 
-    def publish(self) -> Path:
+    def publish(self) -> None:
         """Rename the synced file into queue/; the directory still needs fsync."""
         final = self.spool.queue_dir / (self.queue_id + MSG_SUFFIX)
         os.rename(self._tmp, final)
-        return final
+        self._published = final
 
     def commit(self) -> str:
         """fsync, move into the queue, fsync the directory; return the queue id.
 
         Blocking: one message on its own. Listeners use a Committer instead.
         """
-        final: Path | None = None
         try:
             self.sync_file()
-            final = self.publish()
+            self.publish()
             _fsync_dir(self.spool.queue_dir)
         except OSError as exc:
-            self.fail(final)
+            self.fail()
             raise _translate(exc) from exc
         return self.queue_id
 
-    def fail(self, final: Path | None = None) -> None:
-        """Undo a commit that went wrong: abort, and unlink FINAL if renamed."""
+    def fail(self) -> None:
+        """Undo a commit that went wrong, also after the rename into queue/."""
         self.abort()
-        if final is not None:
+        if self._published is not None:
             with contextlib.suppress(OSError):
-                os.unlink(final)
+                os.unlink(self._published)
+            self._published = None
 
     def abort(self) -> None:
         """Forget the message; safe to call more than once."""
@@ -326,25 +330,34 @@ class Committer:
     def commit_batch(self, batch: list[_Pending]) -> None:
         """Make BATCH durable, then hand every outcome back to its loop."""
         self.batches += 1
-        published: list[tuple[_Pending, Path]] = []
+        try:
+            self._make_durable(batch)
+        except Exception:
+            # A bug of ours: refuse the batch rather than leave sessions hanging.
+            log.exception("group commit of %d messages failed", len(batch))
+            for item in batch:
+                item.writer.fail()
+                item.error = SpoolFull("internal error")
+        self._hand_back(batch)
+
+    def _make_durable(self, batch: list[_Pending]) -> None:
+        published: list[_Pending] = []
         for item in batch:
-            final: Path | None = None
             try:
                 item.writer.sync_file()
-                final = item.writer.publish()
+                item.writer.publish()
             except OSError as exc:
-                item.writer.fail(final)
+                item.writer.fail()
                 item.error = _translate(exc)
                 continue
-            published.append((item, final))
+            published.append(item)
         if published:
             try:
                 _fsync_dir(self.spool.queue_dir)
             except OSError as exc:
-                for item, final in published:
-                    item.writer.fail(final)
+                for item in published:
+                    item.writer.fail()
                     item.error = _translate(exc)
-        self._hand_back(batch)
 
     def _hand_back(self, batch: list[_Pending]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}
