@@ -63,6 +63,8 @@ ROWS["sustained"] = [
     ("delivered_per_s", "messages/s leaving to the sink", "higher"),
     ("max_queue", "queue length, max", "lower"),
     ("end_queue", "queue length when the load stopped", "lower"),
+    ("pss_first_mib", "memory MiB (PSS) in the first second of load", "lower"),
+    ("pss_last_mib", "memory MiB (PSS) in the last second of load", "lower"),
     *[row for row in ROWS["mail"] if row[0] not in ("msgs_per_s", "mb_per_s")],
 ]
 

@@ -177,6 +177,8 @@ def _sustained(
         **_mail(scn, load, base, sampler, sink_at_end),
         "delivered_per_s": round((sink_at_end - base["sink"]) / load["seconds"], 1),
         "max_queue": max(queue, default=0),
+        "pss_first_mib": round(sampler.series[0]["pss"] / KIB, 1) if queue else None,
+        "pss_last_mib": round(sampler.series[-1]["pss"] / KIB, 1) if queue else None,
         "end_queue": queue[-1] if queue else 0,
     }
 
