@@ -165,8 +165,8 @@ def _translate(exc: OSError) -> SpoolFull:
 class Writer:
     """One message on its way into the spool; commit() makes it durable.
 
-    Content stays in memory up to MEMORY_LIMIT octets; past that it goes to
-    the tmp/ file as it arrives.
+    Content stays in memory up to MEMORY_LIMIT octets (Spool.memory_limit);
+    past that it goes to the tmp/ file as it arrives.
     """
 
     def __init__(
