@@ -4,6 +4,7 @@ import asyncio
 import errno
 import os
 import socket
+import time
 
 import pytest
 
@@ -301,3 +302,18 @@ def test_a_bug_in_the_committer_refuses_the_batch_instead_of_hanging(
     assert all(isinstance(r, sp.SpoolFull) for r in results)
     assert spool.ids() == [] and os.listdir(spool.tmp_dir) == []
     assert "simulated bug" in caplog.text
+
+
+def test_removal_by_delivery_leaves_the_queue_at_once_and_tmp_soon(spool):
+    queue_id = spool.enqueue(envelope(), b"m\r\n")
+    with spool.locked(queue_id):
+        spool.remove(queue_id, durable=False)
+        assert spool.ids() == []
+        # Unlinked only once the lock is gone: the reaper waits for it.
+        assert os.listdir(spool.tmp_dir) == [queue_id + sp.GONE_SUFFIX]
+    deadline = time.monotonic() + 5
+    while os.listdir(spool.tmp_dir) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert os.listdir(spool.tmp_dir) == []
+    with pytest.raises(sp.NoSuchMessage):
+        spool.remove(queue_id, durable=False)
