@@ -317,3 +317,17 @@ def test_removal_by_delivery_leaves_the_queue_at_once_and_tmp_soon(spool):
     assert os.listdir(spool.tmp_dir) == []
     with pytest.raises(sp.NoSuchMessage):
         spool.remove(queue_id, durable=False)
+
+
+def test_notify_keeps_ids_while_the_delivery_queue_is_full(spool, delivery_socket):
+    filler = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    filler.setblocking(False)
+    with filler:
+        with pytest.raises(BlockingIOError):
+            for _ in range(10_000):
+                filler.sendto(b"X", str(spool.notify_path))
+    ids = [sp.new_queue_id() for _ in range(3)]
+    assert spool.notify_many(ids) is False
+    assert set(received(delivery_socket)) == {"X"}
+    assert spool.notify_many([]) is True
+    assert received(delivery_socket) == [" ".join(ids)]

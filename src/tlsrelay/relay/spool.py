@@ -63,6 +63,9 @@ GONE_SUFFIX = ".gone"  # a removed message in tmp/, waiting to be unlinked
 MEMORY_LIMIT = 256 * 1024
 # Queue ids per notify datagram (17 octets each with the space).
 NOTIFY_BATCH = 64
+# Queue ids kept for a later datagram while delivery's socket queue is full.
+MAX_UNSENT = 10_000
+NOTIFY_RETRY_S = 0.02
 
 # Recipient statuses, in Postfix's words where it has them.
 PENDING = "pending"  # never tried
@@ -300,6 +303,7 @@ class Committer:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.batches = 0  # for tests and statistics
+        self._retrying = False
 
     def submit(self, writer: Writer) -> asyncio.Future[str]:
         loop = asyncio.get_running_loop()
@@ -382,7 +386,18 @@ class Committer:
                 item.future.set_exception(item.error)
         if committed:
             # Done-callbacks run before this: the sessions log and answer first.
-            asyncio.get_running_loop().call_soon(self.spool.notify_many, committed)
+            asyncio.get_running_loop().call_soon(self._notify, committed)
+
+    def _notify(self, queue_ids: list[str]) -> None:
+        """Wake delivery; while its socket queue is full, try again shortly."""
+        if self.spool.notify_many(queue_ids) or self._retrying:
+            return
+        self._retrying = True
+        asyncio.get_running_loop().call_later(NOTIFY_RETRY_S, self._retry)
+
+    def _retry(self) -> None:
+        self._retrying = False
+        self._notify([])
 
 
 @dataclass
@@ -420,6 +435,7 @@ class Spool:
         self.min_free_bytes = min_free_bytes
         self.memory_limit = MEMORY_LIMIT
         self._notify_sock: socket.socket | None = None
+        self._unsent: list[str] = []
         self._doomed: queue.SimpleQueue[Path] | None = None
 
     def create(self) -> Spool:
@@ -465,14 +481,29 @@ class Spool:
         """Wake the delivery process; it also rescans, so losing this is fine."""
         self.notify_many([queue_id])
 
-    def notify_many(self, queue_ids: list[str]) -> None:
-        """Send queue ids to delivery, NOTIFY_BATCH per datagram; best effort."""
+    def notify_many(self, queue_ids: list[str]) -> bool:
+        """Send queue ids to delivery, NOTIFY_BATCH per datagram; best effort.
+
+        Linux queues only net.unix.max_dgram_qlen (often 10) datagrams on a
+        busy receiver. Ids that met a full queue are kept (up to
+        MAX_UNSENT) and go with the next call; False means some wait, and
+        the caller should call again soon (notify_many([])). Any other
+        error drops them: delivery's rescan finds them.
+        """
+        pending = self._unsent + queue_ids
+        self._unsent = []
         sock = self._notify_socket()
         path = str(self.notify_path)
-        for start in range(0, len(queue_ids), NOTIFY_BATCH):
-            data = " ".join(queue_ids[start : start + NOTIFY_BATCH]).encode()
-            with contextlib.suppress(OSError):
+        for start in range(0, len(pending), NOTIFY_BATCH):
+            data = " ".join(pending[start : start + NOTIFY_BATCH]).encode()
+            try:
                 sock.sendto(data, path)
+            except BlockingIOError:
+                self._unsent = pending[start:][-MAX_UNSENT:]
+                return False
+            except OSError:
+                return True
+        return True
 
     def _notify_socket(self) -> socket.socket:
         """One unbound datagram socket per Spool, made on first use."""
