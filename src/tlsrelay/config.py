@@ -141,6 +141,15 @@ class Settings:
         """Where the control process publishes a location's filtering list."""
         return self.node.state_dir / f"access-{location.upper()}.json"
 
+    @property
+    def postmaster(self) -> str:
+        """Where mail to the bare `<postmaster>` goes (RFC 5321 4.5.1).
+
+        The relay has no mailboxes of its own, so it is the configured
+        [delivery] postmaster, else postmaster of the provider's domain.
+        """
+        return self.delivery.postmaster or f"postmaster@{self.control.provider_domain}"
+
     def relay_host(self, location: str) -> str:
         """The name customers of LOCATION put in relayhost, without port."""
         return f"{location.lower()}-tls.{self.control.provider_domain}"

@@ -179,6 +179,21 @@ def test_dsn_parameters_reach_the_spool(node):
     assert envelope.recipients[1].orcpt == "rfc822;c@example.net"
 
 
+def test_bare_postmaster_goes_to_the_provider_postmaster(node):
+    # RFC 5321 4.5.1: <postmaster> without a domain must be accepted; the
+    # relay has no mailboxes, so it goes to [delivery] postmaster, else to
+    # postmaster of the provider's domain (the node's own name has no MX).
+    with node.open_session() as smtp:
+        smtp.command("MAIL FROM:<a@example.com>", 250)
+        smtp.command("RCPT TO:<Postmaster>", 250)
+        smtp.command("DATA", 354)
+        smtp.send(MESSAGE.replace(b"\r\n.", b"\r\n..") + b".\r\n")
+        code, lines = smtp.read_reply()
+        assert code == 250
+    envelope, _, _ = Spool(node.spool_path).read_envelope(queue_id_of(lines))
+    assert [r.address for r in envelope.recipients] == ["postmaster@relay.example"]
+
+
 def test_bdat_message_is_queued(node):
     with node.open_session() as smtp:
         smtp.command("MAIL FROM:<a@example.com>", 250)

@@ -100,10 +100,11 @@ def test_full_disk_answers_452_and_leaves_nothing(tmp_path):
         big = b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * 2000
 
         with node.open_session() as smtp:
-            smtp.command(f"MAIL FROM:<a@example.com> SIZE={len(big)}", 250)
-            smtp.command("RCPT TO:<b@example.net>", 250)
-            _, lines = smtp.command("DATA", 452)
+            # A declared SIZE that cannot fit is refused at MAIL, as Postfix
+            # does with queue_minfree, before recipients and data are sent.
+            _, lines = smtp.command(f"MAIL FROM:<a@example.com> SIZE={len(big)}", 452)
             assert lines == [reply_line(replies.SPOOL_FULL)]
+            smtp.command("RCPT TO:<b@example.net>", 452)  # the refusal repeats
 
             # Without SIZE the write itself fails (ENOSPC) at the real end.
             smtp.command("MAIL FROM:<a@example.com>", 250)

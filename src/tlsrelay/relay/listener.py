@@ -115,9 +115,7 @@ class Listener:
         self.proxy_from = [
             ipaddress.ip_network(n, strict=False) for n in settings.listen.proxy_from
         ]
-        self.postmaster = (
-            settings.delivery.postmaster or f"postmaster@{settings.node.hostname}"
-        )
+        self.postmaster = settings.postmaster
         self.sessions: set[Session] = set()
         self.closing = False
         self._drained: asyncio.Event | None = None
@@ -399,6 +397,11 @@ class Session(asyncio.Protocol):
             self._reject(reply, "MAIL", event.sender)
             return
         self.declared_size = event.params.size or 0
+        # As Postfix does with queue_minfree: refuse at MAIL, before the
+        # client sends its recipients and data, when the spool cannot take it.
+        if not self.listener.spool.has_room(self.declared_size):
+            self._reject(replies.SPOOL_FULL, "MAIL", event.sender)
+            return
         self.conn.accept()
 
     def _on_rcpt(self, event: events.RcptTo) -> None:
