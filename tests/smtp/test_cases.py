@@ -1,4 +1,4 @@
-"""The listener cases of /work/shared/cases, each with the exact replies.
+"""The listener cases of ../shared/cases, each with the exact replies.
 
 Where a case allows several replies, DESIGN.md's reply table decides; the
 chosen policy is the one documented in tlsrelay/smtp/server.py.

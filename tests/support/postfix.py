@@ -6,7 +6,7 @@ directory (maillog_file + postlog service) and a mailbox file for mail the
 instance delivers to itself. It is started with `postfix -c DIR/etc start`
 and stopped with `postfix -c DIR/etc stop`; stopping waits until the master
 and the daemons it had started are gone and kills leftovers of this
-instance only, by pid. See /work/shared/POSTFIX-TESTING.md for the pitfalls.
+instance only, by pid. See ../shared/POSTFIX-TESTING.md for the pitfalls.
 
 Roles:
 

@@ -41,7 +41,7 @@ Replies are queued in order and handed out by ``data_to_send()``, so a
 pipelined group (RFC 2920) is answered in one write when the application
 flushes only on NEED_DATA.
 
-Policies (cases in /work/shared/cases):
+Policies (cases in ../shared/cases, beside the repository):
 
 - Lines end only at CRLF.  A bare CR or LF in a command line: 501 5.5.2 and
   the session goes on (case 08).  In DATA or BDAT content: the content is
