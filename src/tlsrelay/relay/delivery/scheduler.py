@@ -546,16 +546,7 @@ class Scheduler:
             maillog.no_notification(entry.queue_id, "message is a bounce or notice")
         elif wanted:
             items = [_report_item(envelope.recipients[i], rs) for i, rs in wanted]
-            report = dsn.report(
-                queue_id=entry.queue_id,
-                envelope=envelope,
-                facts=facts,
-                items=items,
-                reporting_mta=self.settings.node.hostname,
-                postmaster=self.postmaster,
-                now=now,
-            )
-            dsn_id = self._enqueue_report(report, content)
+            dsn_id = self._send_report(entry, items, content, facts, now)
             maillog.notification(entry.queue_id, dsn_id, envelope.sender)
         for _, rs in due:
             rs.dsn_sent = True
@@ -585,19 +576,30 @@ class Scheduler:
         if not due or not policy.bounces_allowed(envelope):
             return
         items = [_report_item(envelope.recipients[i], rs, "delayed") for i, rs in due]
+        dsn_id = self._send_report(entry, items, content, facts, now)
+        maillog.delay_notification(entry.queue_id, dsn_id, envelope.sender)
+        for _, rs in due:
+            rs.delay_dsn_sent = True
+
+    def _send_report(
+        self,
+        entry: spool_mod.Entry,
+        items: list[dsn.ReportItem],
+        content: SpooledContent,
+        facts: client.ContentFacts,
+        now: float,
+    ) -> str:
+        """Compose a DSN about ITEMS of ENTRY and queue it; its queue id."""
         report = dsn.report(
             queue_id=entry.queue_id,
-            envelope=envelope,
+            envelope=entry.envelope,
             facts=facts,
             items=items,
             reporting_mta=self.settings.node.hostname,
             postmaster=self.postmaster,
             now=now,
         )
-        dsn_id = self._enqueue_report(report, content)
-        maillog.delay_notification(entry.queue_id, dsn_id, envelope.sender)
-        for _, rs in due:
-            rs.delay_dsn_sent = True
+        return self._enqueue_report(report, content)
 
     def _enqueue_report(self, report: dsn.Report, content: SpooledContent) -> str:
         """Write a DSN, copying the returned original from the spool in chunks."""
