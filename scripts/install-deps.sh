@@ -13,6 +13,7 @@ declare -A wanted=(
   [chromium]=chromium
   [testssl]=testssl.sh
   [dig]=dnsutils
+  [perf]=linux-perf   # make bench --profile
 )
 
 missing=()
