@@ -32,9 +32,11 @@ def test_mx_lookup_delivers_over_tls_and_logs(world, make_mx, caplog):
     assert world.entries() == []
     lines = [r.getMessage() for r in caplog.records if r.name == "tlsrelay.mail"]
     sent = next(line for line in lines if "to=<b@example.org>" in line)
-    assert sent.startswith(f"{qid} to=<b@example.org> relay=mx.example.org[127.0.0.1]:")
+    assert sent.startswith(
+        f"{qid}: to=<b@example.org> relay=mx.example.org[127.0.0.1]:"
+    )
     assert f"tls={msg.tls}/" in sent and "dsn=2.0.0 status=sent (250 2.0.0" in sent
-    assert f"{qid} removed" in lines
+    assert f"{qid}: removed" in lines
 
 
 def test_mx_preference_order_falls_back_to_next_host(world, make_mx):
@@ -149,8 +151,8 @@ def test_null_sender_failure_is_logged_and_removed(world, make_mx, caplog):
     assert "MAIL FROM:<>" in mx.sessions[0].commands
     assert world.entries() == []
     text = caplog.text
-    assert f"{qid} to=<nobody@example.org>" in text and "status=bounced" in text
-    assert f"{qid} no non-delivery notification" in text
+    assert f"{qid}: to=<nobody@example.org>" in text and "status=bounced" in text
+    assert f"{qid}: no non-delivery notification" in text
 
 
 def test_notify_never_means_no_dsn(world, make_mx):

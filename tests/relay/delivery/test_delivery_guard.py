@@ -123,7 +123,7 @@ def test_delay_dsn_once_after_the_warning_time(world, make_mx, caplog):
     world.clock.now += 3600
     with caplog.at_level(logging.INFO, logger="tlsrelay.mail"):
         world.rounds()  # the first report goes (and fails: no DNS for it)
-    assert f"{qid} to=<b@example.org>" in caplog.text  # tried again
+    assert f"{qid}: to=<b@example.org>" in caplog.text  # tried again
     assert "delay notification" not in caplog.text  # never a second report
 
 

@@ -50,5 +50,5 @@ def test_process_wakes_on_notify_delivers_and_stops_on_sigterm(tmp_path, make_mx
             proc.kill()
             proc.wait()
     log = proc.stdout.read().decode()
-    assert f"{qid} to=<b@example.org>" in log and "status=sent" in log
+    assert f"{qid}: to=<b@example.org>" in log and "status=sent" in log
     assert not spool.notify_path.exists()

@@ -1,12 +1,13 @@
 """The mail log of delivery: one line per event, queue id first.
 
-Postfix's fields and words, in a fixed order, through these functions only:
+Postfix's fields and words, in a fixed order, with the `QUEUEID: ` prefix the
+listener's lines use too, through these functions only:
 
-    QUEUEID to=<rcpt> relay=host[ip]:port delay=1.2 tls=TLSv1.3/CIPHER \
+    QUEUEID: to=<rcpt> relay=host[ip]:port delay=1.2 tls=TLSv1.3/CIPHER \
         dsn=2.0.0 status=sent (250 2.0.0 Ok)
-    QUEUEID sender non-delivery notification: DSNQUEUEID
-    QUEUEID sender delay notification: DSNQUEUEID
-    QUEUEID removed
+    QUEUEID: sender non-delivery notification: DSNQUEUEID
+    QUEUEID: sender delay notification: DSNQUEUEID
+    QUEUEID: removed
 
 Status words: sent, deferred, bounced, expired. Message content is never
 logged; replies are logged as the server sent them.
@@ -38,7 +39,7 @@ def recipient(
     reply: str,
 ) -> None:
     mail.info(
-        "%s to=<%s> relay=%s delay=%.2f tls=%s dsn=%s status=%s (%s)",
+        "%s: to=<%s> relay=%s delay=%.2f tls=%s dsn=%s status=%s (%s)",
         queue_id,
         to,
         relay or "none",
@@ -52,17 +53,17 @@ def recipient(
 
 def notification(queue_id: str, dsn_queue_id: str, to: str) -> None:
     mail.info(
-        "%s sender non-delivery notification: %s to=<%s>", queue_id, dsn_queue_id, to
+        "%s: sender non-delivery notification: %s to=<%s>", queue_id, dsn_queue_id, to
     )
 
 
 def delay_notification(queue_id: str, dsn_queue_id: str, to: str) -> None:
-    mail.info("%s sender delay notification: %s to=<%s>", queue_id, dsn_queue_id, to)
+    mail.info("%s: sender delay notification: %s to=<%s>", queue_id, dsn_queue_id, to)
 
 
 def no_notification(queue_id: str, reason: str) -> None:
-    mail.info("%s no non-delivery notification: %s", queue_id, reason)
+    mail.info("%s: no non-delivery notification: %s", queue_id, reason)
 
 
 def removed(queue_id: str) -> None:
-    mail.info("%s removed", queue_id)
+    mail.info("%s: removed", queue_id)
