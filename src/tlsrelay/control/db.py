@@ -297,13 +297,14 @@ _upgraded: set[str] = set()
 
 def upgrade(settings: config.Settings) -> None:
     """Create or migrate the store to the newest schema and seed locations."""
-    from alembic import command
-    from alembic.config import Config
-
-    # Alembic's INFO lines ("setup plugin ...") drown serve's start-up output.
+    # Alembic's INFO lines ("setup plugin ...", logged while its modules
+    # are imported) drown serve's start-up output.
     alembic_log = logging.getLogger("alembic")
     if alembic_log.level == logging.NOTSET:
         alembic_log.setLevel(logging.WARNING)
+    from alembic import command
+    from alembic.config import Config
+
     url = config.store_url(settings)
     eng = engine_for_url(url)
     cfg = Config()
