@@ -120,7 +120,7 @@ def test_allow_cli_add_list_remove(capsys, config_path):
 
     # A change to this node's location is in the local snapshot at once.
     settings = config.load(config_path)
-    reader = access.AccessList(lists.snapshot_path(settings, "LON"))
+    reader = access.AccessList(settings.snapshot_path("LON"))
     assert reader.decide("8.8.8.8") == access.LISTED
     assert reader.decide("8.8.4.4") == access.UNKNOWN
 

@@ -28,7 +28,7 @@ def wait_for(predicate, timeout_s: float, step_s: float = 0.02):
 
 
 def test_process_publishes_and_follows_changes(settings, config_path):
-    path = lists.snapshot_path(settings, "LON")
+    path = settings.snapshot_path("LON")
     proc = subprocess.Popen(
         [sys.executable, "-m", "tlsrelay.control.process", "-c", str(config_path)],
         stdout=subprocess.PIPE,
@@ -70,7 +70,7 @@ def closed_port() -> int:
 def test_outage_keeps_last_snapshot(settings, tmp_path, caplog):
     publisher = Publisher(settings)
     assert publisher.poll_once() is True
-    path = lists.snapshot_path(settings, "LON")
+    path = settings.snapshot_path("LON")
     before = path.read_bytes()
     assert publisher.poll_once() is False  # nothing changed
 

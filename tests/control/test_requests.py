@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from support.store import seed_accounts, write_config
 from tlsrelay import config
-from tlsrelay.control import accounts, db, enablement, lists, notices
+from tlsrelay.control import accounts, db, enablement, lists
 from tlsrelay.control.errors import Conflict, Forbidden, Invalid, NotFound
 from tlsrelay.relay.spool import Spool
 
@@ -233,7 +233,7 @@ def test_customers_see_only_their_requests(world):
 
 
 def notices_in(settings) -> list[email.message.Message]:
-    spool = Spool(notices.spool_path(settings))
+    spool = Spool(settings.spool.path)
     found = []
     for qid in spool.ids():
         envelope, _, _ = spool.read_envelope(qid)

@@ -25,7 +25,7 @@ from playwright.sync_api import sync_playwright
 from support.store import fresh_store, seed_accounts, write_config
 from support.tools import need
 from tlsrelay import config
-from tlsrelay.control import db, lists
+from tlsrelay.control import db
 
 pytestmark = pytest.mark.interop
 
@@ -122,7 +122,7 @@ def test_customer_submits_and_staff_approve(portal, tmp_path):
     settings, base, backend = portal
     shots = screenshot_folder(backend, tmp_path)
     chromium = need("chromium")
-    snapshot = lists.snapshot_path(settings, "LON")
+    snapshot = settings.snapshot_path("LON")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:

@@ -49,16 +49,6 @@ def actor() -> str:
         return "cli"
 
 
-def publish_if_local(settings, location: str) -> None:
-    """Publish now when LOCATION is this node's; the control process would too."""
-    if location.upper() != settings.node.location.upper():
-        return
-    try:
-        lists.publish_local(settings)
-    except OSError as exc:
-        print(f"tlsrelay: warning: snapshot not published: {exc}", file=sys.stderr)
-
-
 def cmd_add(args: argparse.Namespace) -> int:
     settings = common.settings(args)
     with guarded():
@@ -71,7 +61,7 @@ def cmd_add(args: argparse.Namespace) -> int:
             entry = lists.add(session, args.location, network, actor())
             db.audit(session, actor(), "list.add", f"{entry.location} {network}")
             document = lists.entry_json(entry)
-        publish_if_local(settings, entry.location)
+        lists.publish_if_local(settings, entry.location)
     if args.json:
         common.print_json(document)
     else:
@@ -88,7 +78,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
             entry = lists.remove(session, args.location, network)
             db.audit(session, actor(), "list.remove", f"{entry.location} {network}")
             document = lists.entry_json(entry)
-        publish_if_local(settings, entry.location)
+        lists.publish_if_local(settings, entry.location)
     if args.json:
         common.print_json(document)
     else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 from tlsrelay.cli import common
-from tlsrelay.cli.allow import actor, publish_if_local
+from tlsrelay.cli.allow import actor
 from tlsrelay.cli.db import guarded
 from tlsrelay.control import accounts, db, enablement
 
@@ -72,7 +72,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
     with guarded():
         db.ensure(settings)
         document = enablement.submit_and_notify(settings, _operator(), sub)
-        publish_if_local(settings, document["location"])
     common.print_json(document)
     return 0
 
@@ -122,7 +121,6 @@ def cmd_decide(args: argparse.Namespace) -> int:
         document = enablement.decide_and_notify(
             settings, _operator(), args.verb, args.id, getattr(args, "reason", "")
         )
-        publish_if_local(settings, document["location"])
     if args.json:
         common.print_json(document)
     else:

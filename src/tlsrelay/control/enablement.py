@@ -391,31 +391,13 @@ def _customer_doc(session: Session, request: db.Request) -> dict:
     }
 
 
-def _publish_if_local(settings: config.Settings, location: str) -> None:
-    """Publish this node's snapshot now rather than at the next poll.
-
-    The control process polls the store too, so a failure here only delays
-    the change by a poll interval; it never undoes the decision.
-    """
-    if location.upper() != settings.node.location.upper():
-        return
-    try:
-        lists.publish_local(settings)
-    except Exception:
-        log.warning(
-            "could not publish the %s snapshot now; the poller will",
-            location,
-            exc_info=True,
-        )
-
-
 def submit_and_notify(settings: config.Settings, actor: Actor, sub: Submission) -> dict:
     """Submit in one transaction, then send the "received" notice."""
     with db.transaction(settings) as session:
         request = submit(session, settings, actor, sub)
         document = request_json(session, request)
         customer = _customer_doc(session, request)
-    _publish_if_local(settings, document["location"])
+    lists.publish_if_local(settings, document["location"])
     notices.notify(settings, "submitted", document, customer)
     return document
 
@@ -436,6 +418,6 @@ def decide_and_notify(
             request = action(session, actor, request_id, reason)
         document = request_json(session, request)
         customer = _customer_doc(session, request)
-    _publish_if_local(settings, document["location"])
+    lists.publish_if_local(settings, document["location"])
     notices.notify(settings, event, document, customer)
     return document

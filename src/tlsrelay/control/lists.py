@@ -221,14 +221,8 @@ def snapshot(session: Session, location: str) -> SnapshotData:
     return SnapshotData(code, version, sorted(allowed), sorted(set(pending)))
 
 
-def snapshot_path(settings: config.Settings, location: str) -> Path:
-    """The snapshot file, a relative state_dir taken from the config's dir."""
-    path = settings.snapshot_path(location)
-    return path if path.is_absolute() else settings.base_dir / path
-
-
 def publish(settings: config.Settings, data: SnapshotData) -> Path:
-    path = snapshot_path(settings, data.location)
+    path = settings.snapshot_path(data.location)
     access.publish(path, data.location, data.allowed, data.pending, data.version)
     log.info(
         "published %s version %d: %d allowed, %d pending",
@@ -245,3 +239,21 @@ def publish_local(settings: config.Settings) -> Path | None:
     with db.transaction(settings) as session:
         data = snapshot(session, settings.node.location)
     return publish(settings, data)
+
+
+def publish_if_local(settings: config.Settings, location: str) -> None:
+    """Publish now when LOCATION is this node's, rather than at the next poll.
+
+    The control process polls the store too, so a failure here only delays
+    the change by a poll interval; it never undoes the change.
+    """
+    if location.upper() != settings.node.location.upper():
+        return
+    try:
+        publish_local(settings)
+    except Exception:
+        log.warning(
+            "could not publish the %s snapshot now; the poller will",
+            location,
+            exc_info=True,
+        )

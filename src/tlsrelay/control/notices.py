@@ -28,7 +28,6 @@ import time
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
-from pathlib import Path
 
 import httpx
 
@@ -101,11 +100,6 @@ def compose(settings: config.Settings, event: str, request: dict, to: str) -> by
     return msg.as_bytes()
 
 
-def spool_path(settings: config.Settings) -> Path:
-    path = settings.spool.path
-    return path if path.is_absolute() else settings.base_dir / path
-
-
 def send_mail(settings: config.Settings, event: str, request: dict, to: str) -> str:
     """Queue the notice in this node's spool; returns the queue id."""
     envelope = Envelope(
@@ -114,7 +108,7 @@ def send_mail(settings: config.Settings, event: str, request: dict, to: str) -> 
         location=settings.node.location,
         origin="notice",
     )
-    spool = Spool(spool_path(settings)).create()
+    spool = Spool(settings.spool.path).create()
     queue_id = spool.enqueue(envelope, compose(settings, event, request, to))
     mail_log.info("%s: notice request=%s event=%s", queue_id, request["id"], event)
     return queue_id

@@ -58,7 +58,7 @@ class Publisher:
         self.ready = False
         self.outage = False
         self.stop_event = threading.Event()
-        self.path = lists.snapshot_path(settings, settings.node.location)
+        self.path = settings.snapshot_path(settings.node.location)
         self._engine: Engine | None = None
 
     def poll_once(self) -> bool:
