@@ -411,9 +411,8 @@ class Session(asyncio.Protocol):
     def _on_data(self, event: events.DataStart) -> None:
         assert self.conn is not None
         spool = self.listener.spool
-        if not spool.has_room(self.declared_size):
-            self._reject(replies.SPOOL_FULL, "DATA", event.envelope.sender)
-            return
+        # Room was checked at MAIL; a disk that fills since then fails the
+        # write itself, which answers 452 4.3.1 as well.
         try:
             self.writer = spool.writer(self._spool_envelope(event.envelope))
             self.writer.write(self._received(self.writer.queue_id, event.envelope))
